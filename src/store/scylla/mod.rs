@@ -32,7 +32,7 @@ use scylla::{
     client::{
         execution_profile::ExecutionProfile, session::Session, session_builder::SessionBuilder,
     },
-    errors::{ExecutionError, PrepareError},
+    errors::{DbError, ExecutionError, PrepareError, RequestAttemptError},
     policies::{load_balancing::DefaultPolicy, retry::FallthroughRetryPolicy},
     statement::prepared::PreparedStatement,
 };
@@ -88,14 +88,14 @@ async fn prepare(
     cql: String,
 ) -> Result<PreparedStatement, StoreError> {
     session.prepare(cql).await.map_err(|e| match &e {
-        PrepareError::AllAttemptsFailed { .. } if e.to_string().contains("Invalid") => {
-            StoreError::Fatal(format!(
-                "keyspace {ks} or its table {table} is missing on {url}: create them with \
+        PrepareError::AllAttemptsFailed {
+            first_attempt: RequestAttemptError::DbError(DbError::Invalid, _),
+        } => StoreError::Fatal(format!(
+            "keyspace {ks} or its table {table} is missing on {url}: create them with \
                  `progressd migrate --store {url} --scylla-replication …` ({e})",
-                ks = url.keyspace,
-                table = schema::TABLE
-            ))
-        }
+            ks = url.keyspace,
+            table = schema::TABLE
+        )),
         _ => StoreError::Unavailable(format!("cannot prepare statements on {url}: {e}")),
     })
 }

@@ -93,10 +93,15 @@ impl Reader {
             .await
             .map_err(|e| self.failed(&e))?;
         let rows = result.into_rows_result().map_err(|e| decoded("get", e))?;
-        rows.maybe_first_row::<Cells>()
-            .map_err(|e| decoded("get", e))?
-            .map(progress)
-            .transpose()
+        match rows.maybe_first_row::<(String, i64, i64, Option<String>, i64)>() {
+            Ok(Some((lesson, position_ms, seq, device_id, updated_at_ms)))
+                if lesson == lesson_id =>
+            {
+                progress((position_ms, seq, device_id, updated_at_ms)).map(Some)
+            }
+            Ok(_) => Ok(None),
+            Err(e) => Err(decoded("get", e)),
+        }
     }
 
     pub async fn list(&self, learner_id: &str) -> Result<Vec<LessonProgress>, StoreError> {

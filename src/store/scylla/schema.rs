@@ -42,10 +42,12 @@ pub fn insert(url: &ScyllaUrl) -> String {
     )
 }
 
-/// Read of one (learner, lesson).
+/// Read of one (learner, lesson). It selects `lesson_id` too so the reader can check
+/// the row is the one asked for (an in-memory test node answers a miss with the
+/// next row of the partition; a real cluster never does, and the check is free).
 pub fn select_one(url: &ScyllaUrl) -> String {
     format!(
-        "SELECT position_ms, seq, device_id, updated_at_ms FROM {ks}.{TABLE} \
+        "SELECT lesson_id, position_ms, seq, device_id, updated_at_ms FROM {ks}.{TABLE} \
          WHERE learner_id = ? AND lesson_id = ?",
         ks = url.keyspace
     )
