@@ -180,7 +180,7 @@ async fn ping_fails_once_the_node_is_gone() {
     let node = KassandraNode::start().await;
     let (store, _registry) = migrated_store(&url(node.addr, "ks"), &test_config()).await;
     store.ping().await.expect("node up");
-    node.stop();
+    drop(node);
     let err = store.ping().await.expect_err("node down");
     assert!(!matches!(err, StoreError::Fatal(_)), "{err:?}");
     let err = store

@@ -28,7 +28,7 @@ use tokio::{
 };
 
 /// A kassandra node listening on 127.0.0.1; dropping it closes the listener and
-/// every client connection.
+/// every client connection at once, as a crash would.
 pub struct KassandraNode {
     pub addr: SocketAddr,
     server: JoinHandle<()>,
@@ -48,11 +48,6 @@ impl KassandraNode {
             }
         });
         KassandraNode { addr, server }
-    }
-
-    /// Stops the node at once, as a crash would.
-    pub fn stop(&self) {
-        self.server.abort();
     }
 }
 
