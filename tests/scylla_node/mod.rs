@@ -44,6 +44,10 @@ impl KassandraNode {
         let server = tokio::spawn(async move {
             let mut clients = JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
+                // As a real node does: no Nagle delay on small answer frames.
+                if stream.set_nodelay(true).is_err() {
+                    continue;
+                }
                 clients.spawn(serve_client(Arc::clone(&db), stream));
             }
         });
