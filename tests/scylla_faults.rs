@@ -59,7 +59,7 @@ impl Faulty {
     /// Asserts every row is in the node, read directly (not through the proxy, whose
     /// unbuffered two-part frame writes cost a Nagle delay per sequential request).
     async fn assert_all_stored(&self, batch: &[ProgressRow]) {
-        let mut registry = Registry::default();
+        let mut registry = Registry::with_prefix("progressd");
         let direct = scylla::open(&url(self.node.addr, "ks"), &test_config(), &mut registry)
             .await
             .expect("open directly on the node");

@@ -29,7 +29,7 @@ async fn migrate_is_idempotent_and_open_prepares_every_statement() {
     scylla::migrate(&url, &cfg)
         .await
         .expect("second migrate changes nothing");
-    let mut registry = Registry::default();
+    let mut registry = Registry::with_prefix("progressd");
     let store = scylla::open(&url, &cfg, &mut registry).await.expect("open");
     store.ping().await.expect("ping");
     assert!(store.describe().contains("progress_ks"));
@@ -51,7 +51,7 @@ async fn migrate_refuses_without_an_explicit_replication() {
 #[tokio::test]
 async fn open_never_creates_a_keyspace_and_points_at_migrate() {
     let node = KassandraNode::start().await;
-    let mut registry = Registry::default();
+    let mut registry = Registry::with_prefix("progressd");
     let err = scylla::open(
         &url(node.addr, "never_migrated"),
         &test_config(),
@@ -68,7 +68,7 @@ async fn open_reports_an_unreachable_cluster_as_unavailable() {
     let node = KassandraNode::start().await;
     let addr = node.addr;
     drop(node);
-    let mut registry = Registry::default();
+    let mut registry = Registry::with_prefix("progressd");
     let err = scylla::open(&url(addr, "ks"), &test_config(), &mut registry)
         .await
         .expect_err("nothing listens");

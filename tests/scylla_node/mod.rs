@@ -109,7 +109,7 @@ pub fn url(addr: SocketAddr, keyspace: &str) -> ScyllaUrl {
 /// Migrates `url` and opens a store on it; returns the registry holding its metrics.
 pub async fn migrated_store(url: &ScyllaUrl, cfg: &ScyllaConfig) -> (ScyllaStore, Registry) {
     scylla::migrate(url, cfg).await.expect("migrate");
-    let mut registry = Registry::default();
+    let mut registry = Registry::with_prefix("progressd");
     let store = scylla::open(url, cfg, &mut registry).await.expect("open");
     (store, registry)
 }

@@ -69,31 +69,33 @@ impl Default for ScyllaMetrics {
 }
 
 impl ScyllaMetrics {
-    /// Registers every series under its `progressd_scylla_` name (counters get their
-    /// `_total` suffix from the encoder).
+    /// Registers every series under a `scylla` prefix inside `registry`, which is
+    /// expected to be progressd's own (prefixed `progressd`), giving names like
+    /// `progressd_scylla_retries_total` (counters get `_total` from the encoder).
     pub fn register(&self, registry: &mut Registry) {
+        let registry = registry.sub_registry_with_prefix("scylla");
         registry.register(
-            "progressd_scylla_writes_in_flight",
+            "writes_in_flight",
             "Row writes currently awaiting the cluster",
             self.writes_in_flight.clone(),
         );
         registry.register(
-            "progressd_scylla_write_seconds",
+            "write_seconds",
             "Latency of one row write attempt to the cluster",
             self.write_seconds.clone(),
         );
         registry.register(
-            "progressd_scylla_retries",
+            "retries",
             "Row writes retried after a timeout, overload or lost connection",
             self.retries.clone(),
         );
         registry.register(
-            "progressd_scylla_poison_rows",
+            "poison_rows",
             "Rows the cluster refused for good, set aside so the flush goes on",
             self.poison_rows.clone(),
         );
         registry.register(
-            "progressd_scylla_errors",
+            "errors",
             "Failed requests to the cluster by kind",
             self.errors.clone(),
         );
@@ -112,7 +114,7 @@ mod tests {
     #[test]
     fn metric_names_follow_the_progressd_scheme() {
         let metrics = ScyllaMetrics::default();
-        let mut registry = Registry::default();
+        let mut registry = Registry::with_prefix("progressd");
         metrics.register(&mut registry);
         metrics.error(ErrorKind::Overloaded);
         metrics.retries.inc();
