@@ -75,7 +75,7 @@ async fn drain_all(engine: &Engine, backoff: &mut Backoff) {
 
 impl Engine {
     /// One flush: snapshot, write in chunks, settle. Errors leave rows queued.
-    async fn flush_once(&self) -> Result<(), StoreError> {
+    pub(super) async fn flush_once(&self) -> Result<(), StoreError> {
         let number = self.flushes_started.fetch_add(1, Ordering::AcqRel) + 1;
         let (rows, pending) = self.take_dirty();
         let started = Instant::now();
@@ -195,7 +195,7 @@ impl Engine {
 
     /// Evicts clean entries: every shard when over the resident cap, else one shard
     /// per call (round robin) for idle entries. Returns the next shard to visit.
-    fn sweep(&self, next: usize) -> usize {
+    pub(super) fn sweep(&self, next: usize) -> usize {
         let n = self.shards.len();
         let keep = self.config.max_resident_keys / n;
         let idle_before =
