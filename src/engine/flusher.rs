@@ -52,13 +52,11 @@ pub async fn run_flusher(engine: Arc<Engine>, drain: impl Future<Output = ()>) {
         sweep_next = engine.sweep(sweep_next);
         let deadline = tokio::time::Instant::now() + wait;
         let failing = result.is_err();
-        loop {
-            tokio::select! {
-                _ = &mut drain => return drain_all(&engine, &mut backoff).await,
-                _ = tokio::time::sleep_until(deadline) => break,
-                // A threshold or a durable waiter may cut the interval short, but never a backoff.
-                _ = engine.wake_flusher.notified(), if !failing => break,
-            }
+        tokio::select! {
+            _ = &mut drain => return drain_all(&engine, &mut backoff).await,
+            _ = tokio::time::sleep_until(deadline) => {}
+            // A threshold or a durable waiter may cut the interval short, but never a backoff.
+            _ = engine.wake_flusher.notified(), if !failing => {}
         }
     }
 }
