@@ -311,6 +311,25 @@ async fn i5_bad_input_is_rejected_clearly_and_changes_nothing() {
     assert_eq!(server.get("/healthz").await.0, 200, "still serving");
 }
 
+/// A body declared larger than 1 MiB is refused before it is read. A raw socket, so
+/// the client does not trip over the server closing while it still sends.
+async fn assert_oversize_body_is_refused(server: &Server) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(&server.addr)
+        .await
+        .expect("connect");
+    let head = "POST /v1/heartbeats HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2097152\r\n\r\n";
+    conn.write_all(head.as_bytes()).await.expect("write head");
+    conn.write_all(&[b' '; 4096])
+        .await
+        .expect("write some body");
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut reply)).await;
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    assert!(reply.contains(r#""code":"payload_too_large""#), "{reply}");
+}
+
 /// I6 + I1: a key evicted from memory is read back from the store, and a late stale
 /// write for it neither wins nor is reported applied.
 #[tokio::test]
