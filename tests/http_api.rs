@@ -299,6 +299,7 @@ async fn i5_bad_input_is_rejected_clearly_and_changes_nothing() {
             .as_str()
             .is_some_and(|m| !m.is_empty()));
     }
+    assert_oversize_body_is_refused(&server).await;
     let (_, body) = server.get("/v1/progress/known/s").await;
     assert_eq!(
         (body["seq"].as_u64(), body["position_ms"].as_u64()),
