@@ -13,12 +13,13 @@ mod flusher;
 mod loader;
 mod shard;
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam::utils::CachePadded;
+use foldhash::fast::RandomState;
 use parking_lot::Mutex;
 use tokio::sync::{watch, Notify};
 
@@ -117,7 +118,7 @@ impl Engine {
             .collect();
         Arc::new(Engine {
             shards,
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             store,
             config,
             metrics,
