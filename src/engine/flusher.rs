@@ -81,7 +81,7 @@ impl Engine {
         while offset < rows.len() {
             let end = (offset + self.config.batch_rows.max(1)).min(rows.len());
             let chunk: Arc<[ProgressRow]> = rows[offset..end].into();
-            match self.write_chunk(chunk.clone()).await {
+            match self.timed(self.store.write_batch(chunk.clone())).await {
                 Ok(report) => self.settle(&chunk, &pending[offset..end], &report),
                 Err(e) => {
                     self.requeue(&rows[offset..], &pending[offset..]);
@@ -100,14 +100,6 @@ impl Engine {
         self.flushes_committed
             .send_modify(|done| *done = (*done).max(number));
         Ok(())
-    }
-
-    async fn write_chunk(&self, chunk: Arc<[ProgressRow]>) -> Result<WriteReport, StoreError> {
-        let write = self.store.write_batch(chunk);
-        match tokio::time::timeout(self.config.store_timeout, write).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Timeout(self.config.store_timeout)),
-        }
     }
 
     fn flush_failed(&self, e: &StoreError) {
