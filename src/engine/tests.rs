@@ -116,6 +116,27 @@ async fn apply(e: &Engine, learner: &str, lesson: &str, seq: u64, pos: u64) -> M
         .expect("apply")
 }
 
+/// The real flusher task, drained on demand.
+struct Flusher {
+    drain: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Flusher {
+    fn spawn(engine: &Arc<Engine>) -> Self {
+        let (drain, drained) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run_flusher(engine.clone(), async {
+            let _ = drained.await;
+        }));
+        Flusher { drain, task }
+    }
+
+    async fn drain(self) {
+        self.drain.send(()).expect("flusher alive");
+        self.task.await.expect("flusher task");
+    }
+}
+
 async fn flush_until_clean(e: &Engine) {
     for _ in 0..1000 {
         if e.flush_once().await.is_ok() && e.dirty_keys() == 0 {
@@ -338,10 +359,7 @@ async fn i3_durable_ack_waits_for_the_commit() {
         ..Default::default()
     });
     let engine = engine_with(store.clone(), config());
-    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    let flusher = tokio::spawn(run_flusher(engine.clone(), async {
-        let _ = drain_rx.await;
-    }));
+    let flusher = Flusher::spawn(&engine);
     apply(&engine, "l", "s", 3, 30).await;
     let ticket = engine.durable_ticket();
     engine
@@ -354,8 +372,7 @@ async fn i3_durable_ack_waits_for_the_commit() {
         0,
         "the failures happened first"
     );
-    drain_tx.send(()).expect("flusher alive");
-    flusher.await.expect("flusher");
+    flusher.drain().await;
 }
 
 /// I3: when the store cannot commit in time, `ack=durable` says so (503 upstream) and
@@ -373,10 +390,7 @@ async fn i3_durable_ack_times_out_but_the_heartbeat_stays_queued() {
             ..config()
         },
     );
-    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    let flusher = tokio::spawn(run_flusher(engine.clone(), async {
-        let _ = drain_rx.await;
-    }));
+    let flusher = Flusher::spawn(&engine);
     apply(&engine, "l", "s", 3, 30).await;
     let ticket = engine.durable_ticket();
     let answer = engine.wait_durable(ticket, &[("l", "s")]).await;
@@ -384,8 +398,7 @@ async fn i3_durable_ack_times_out_but_the_heartbeat_stays_queued() {
     assert_eq!(engine.dirty_keys(), 1);
 
     store.fail_writes.store(0, Ordering::SeqCst);
-    drain_tx.send(()).expect("flusher alive");
-    flusher.await.expect("drain");
+    flusher.drain().await;
     assert_eq!(stored(&store, "l", "s").await.map(|p| p.seq), Some(3));
 }
 
@@ -403,15 +416,11 @@ async fn i2_drain_flushes_everything() {
             ..config()
         },
     );
-    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    let flusher = tokio::spawn(run_flusher(engine.clone(), async {
-        let _ = drain_rx.await;
-    }));
+    let flusher = Flusher::spawn(&engine);
     for i in 0..200 {
         apply(&engine, &format!("l{i}"), "s", 1, i).await;
     }
-    drain_tx.send(()).expect("flusher alive");
-    flusher.await.expect("drain");
+    flusher.drain().await;
     assert_eq!(engine.dirty_keys(), 0);
     for i in 0..200u64 {
         assert_eq!(
