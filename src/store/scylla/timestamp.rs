@@ -95,7 +95,7 @@ mod tests {
         for a in states {
             for b in states {
                 let (ka, kb) = (LwwKey::new(a.0, a.1, a.2), LwwKey::new(b.0, b.1, b.2));
-                if (ka.seq, ka.tiebreak) != (kb.seq, kb.tiebreak) {
+                if (ka.seq, ka.tiebreak()) != (kb.seq, kb.tiebreak()) {
                     assert_eq!(ka < kb, ts(a.0, a.1, a.2) < ts(b.0, b.1, b.2));
                 }
             }
