@@ -135,9 +135,9 @@ async fn i4_overloaded_and_write_timeouts_are_retried_until_every_row_lands() {
     // Every retriable fault the proxy forged was retried, and each kind was seen.
     let overloaded = metric(
         &registry,
-        "progressd_scylla_errors_total{kind=\"Overloaded\"}",
+        "progressd_scylla_errors_total{kind=\"overloaded\"}",
     );
-    let timeouts = metric(&registry, "progressd_scylla_errors_total{kind=\"Timeout\"}");
+    let timeouts = metric(&registry, "progressd_scylla_errors_total{kind=\"timeout\"}");
     assert!(
         overloaded >= 1.0 && timeouts >= 1.0,
         "{overloaded} {timeouts}"
@@ -163,7 +163,7 @@ async fn i4_a_client_timeout_is_retried() {
     assert_eq!(report.written, batch.len());
     f.heal();
     f.assert_all_stored(&batch).await;
-    assert!(metric(&registry, "progressd_scylla_errors_total{kind=\"Timeout\"}") >= 1.0);
+    assert!(metric(&registry, "progressd_scylla_errors_total{kind=\"timeout\"}") >= 1.0);
     f.stop().await;
 }
 
@@ -183,7 +183,7 @@ async fn i4_dropped_connections_mid_flush_are_retried() {
     assert!(
         metric(
             &registry,
-            "progressd_scylla_errors_total{kind=\"Connection\"}"
+            "progressd_scylla_errors_total{kind=\"connection\"}"
         ) >= 1.0
     );
     f.stop().await;

@@ -185,6 +185,13 @@ macro_rules! contract_suite {
 
 contract_suite!(memory, (Arc::new(MemoryStore::new()) as Arc<dyn Store>, ()));
 contract_suite!(sqlite, open_sqlite());
+contract_suite!(
+    scylla,
+    match real_scylla::open().await {
+        Some(opened) => opened,
+        None => return,
+    }
+);
 
 /// A fresh SQLite file (in a folder it must create) per test, removed afterwards.
 fn open_sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
@@ -215,4 +222,91 @@ async fn sqlite_rows_survive_reopen() {
             .map(|p| p.position_ms),
         Some(55)
     );
+}
+
+/// The suite against a real ScyllaDB node, the only place where LWW by write
+/// timestamp (I1) is proved for that backend: `PROGRESSD_TEST_SCYLLA=host:port`.
+/// Each test gets a fresh keyspace (RF=1) that is dropped afterwards. Without the
+/// variable each test says plainly, on the terminal, that it was skipped.
+mod real_scylla {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    use ::scylla::client::session_builder::SessionBuilder;
+    use progressd::store::scylla::{self as scylla_store, Replication, ScyllaConfig, ScyllaUrl};
+    use progressd::store::Store;
+
+    type CleanupError = Box<dyn std::error::Error + Send + Sync>;
+
+    pub const ENV: &str = "PROGRESSD_TEST_SCYLLA";
+
+    /// Drops the test keyspace when the test ends (also when it fails).
+    pub struct DropKeyspace {
+        node: String,
+        keyspace: String,
+    }
+
+    impl Drop for DropKeyspace {
+        fn drop(&mut self) {
+            let (node, keyspace) = (self.node.clone(), self.keyspace.clone());
+            // Drop cannot await, and the test's runtime may be the one calling it:
+            // clean up from a thread with a runtime of its own.
+            let cleanup = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("cleanup runtime");
+                rt.block_on(async {
+                    let session: ::scylla::client::session::Session =
+                        SessionBuilder::new().known_node(&node).build().await?;
+                    session
+                        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
+                        .await
+                        .map(drop)
+                        .map_err(CleanupError::from)
+                })
+            });
+            let outcome = cleanup
+                .join()
+                .unwrap_or_else(|_| Err(CleanupError::from("cleanup panicked")));
+            if let Err(e) = outcome {
+                eprintln!("could not drop test keyspace {}: {e}", self.keyspace);
+            }
+        }
+    }
+
+    /// A fresh, migrated keyspace on the node named by the environment, or `None`
+    /// (after saying so) when no node is configured.
+    pub async fn open() -> Option<(Arc<dyn Store>, DropKeyspace)> {
+        let Ok(node) = std::env::var(ENV) else {
+            // Straight to the terminal: the test harness would swallow a println.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: ScyllaDB store contract test (set {ENV}=host:port to run it against a real node)"
+            );
+            return None;
+        };
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let keyspace = format!(
+            "progressd_contract_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let url = ScyllaUrl::parse(&format!("scylla://{node}/{keyspace}"))
+            .expect("PROGRESSD_TEST_SCYLLA is host:port");
+        let cfg = ScyllaConfig {
+            replication: Some(Replication::Simple { factor: 1 }),
+            ..ScyllaConfig::default()
+        };
+        let guard = DropKeyspace { node, keyspace };
+        scylla_store::migrate(&url, &cfg)
+            .await
+            .expect("migrate the test keyspace");
+        let mut registry = progressd::metrics::new_registry();
+        let store = scylla_store::open(&url, &cfg, &mut registry)
+            .await
+            .expect("open the test keyspace");
+        Some((Arc::new(store), guard))
+    }
 }

@@ -255,51 +255,64 @@ pub struct ScyllaArgs {
     /// Consistency of every read and write (ONE, LOCAL_ONE, QUORUM, LOCAL_QUORUM, EACH_QUORUM, ALL …).
     #[arg(
         long = "scylla-consistency",
+        value_name = "LEVEL",
         env = "PROGRESSD_SCYLLA_CONSISTENCY",
         default_value = "LOCAL_QUORUM"
     )]
-    pub consistency: String,
+    pub scylla_consistency: String,
 
     /// Datacenter whose nodes coordinate requests (no failover to other DCs); unset: any node.
-    #[arg(long = "scylla-local-dc", env = "PROGRESSD_SCYLLA_LOCAL_DC")]
-    pub local_dc: Option<String>,
+    #[arg(
+        long = "scylla-local-dc",
+        value_name = "DC",
+        env = "PROGRESSD_SCYLLA_LOCAL_DC"
+    )]
+    pub scylla_local_dc: Option<String>,
 
     /// Client-side timeout of one request to the cluster (`500ms`, `2s` …).
     #[arg(
         long = "scylla-request-timeout",
+        value_name = "DURATION",
         env = "PROGRESSD_SCYLLA_REQUEST_TIMEOUT",
         default_value = "2s"
     )]
-    pub request_timeout: String,
+    pub scylla_request_timeout: String,
 
     /// Most row writes in flight to the cluster at once, across all flushes.
     #[arg(
         long = "scylla-max-in-flight",
+        value_name = "N",
         env = "PROGRESSD_SCYLLA_MAX_IN_FLIGHT",
         default_value = "256"
     )]
-    pub max_in_flight: String,
+    pub scylla_max_in_flight: String,
 
     /// Attempts per row write within one flush before the flush fails and stays dirty.
     #[arg(
         long = "scylla-write-attempts",
+        value_name = "N",
         env = "PROGRESSD_SCYLLA_WRITE_ATTEMPTS",
         default_value = "4"
     )]
-    pub write_attempts: String,
+    pub scylla_write_attempts: String,
 
     /// First retry delay of a row write; doubles per attempt, jittered, capped at 2s.
     #[arg(
         long = "scylla-retry-backoff",
+        value_name = "DURATION",
         env = "PROGRESSD_SCYLLA_RETRY_BACKOFF",
         default_value = "50ms"
     )]
-    pub retry_backoff: String,
+    pub scylla_retry_backoff: String,
 
     /// Keyspace replication for `migrate` only: `SimpleStrategy:1` (a laptop) or
     /// `NetworkTopologyStrategy:dc1=3[,dc2=3]`. `serve` never creates a keyspace.
-    #[arg(long = "scylla-replication", env = "PROGRESSD_SCYLLA_REPLICATION")]
-    pub replication: Option<String>,
+    #[arg(
+        long = "scylla-replication",
+        value_name = "STRATEGY:SPEC",
+        env = "PROGRESSD_SCYLLA_REPLICATION"
+    )]
+    pub scylla_replication: Option<String>,
 }
 
 /// Validated ScyllaDB settings.
@@ -352,20 +365,22 @@ fn bounded(flag: &'static str, s: &str, max: u64) -> Result<u64, ConfigError> {
 impl ScyllaArgs {
     /// Validates the flags; the error is the one line to print before exiting.
     pub fn config(&self) -> Result<ScyllaConfig, ConfigError> {
-        let local_dc = match self.local_dc.as_deref() {
+        let local_dc = match self.scylla_local_dc.as_deref() {
             Some("") => return Err(flag_err("scylla-local-dc", "must not be empty")),
             dc => dc.map(str::to_owned),
         };
         Ok(ScyllaConfig {
-            consistency: parse_consistency(&self.consistency)
+            consistency: parse_consistency(&self.scylla_consistency)
                 .map_err(|why| flag_err("scylla-consistency", why))?,
             local_dc,
-            request_timeout: duration("scylla-request-timeout", &self.request_timeout)?,
-            max_in_flight: bounded("scylla-max-in-flight", &self.max_in_flight, 65_536)? as usize,
-            write_attempts: bounded("scylla-write-attempts", &self.write_attempts, 100)? as u32,
-            retry_backoff: duration("scylla-retry-backoff", &self.retry_backoff)?,
+            request_timeout: duration("scylla-request-timeout", &self.scylla_request_timeout)?,
+            max_in_flight: bounded("scylla-max-in-flight", &self.scylla_max_in_flight, 65_536)?
+                as usize,
+            write_attempts: bounded("scylla-write-attempts", &self.scylla_write_attempts, 100)?
+                as u32,
+            retry_backoff: duration("scylla-retry-backoff", &self.scylla_retry_backoff)?,
             replication: self
-                .replication
+                .scylla_replication
                 .as_deref()
                 .map(str::parse)
                 .transpose()

@@ -5,7 +5,7 @@
 //! and every poison row set aside is counted here, never dropped silently.
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, EncodeLabelValue},
+    encoding::EncodeLabelSet,
     metrics::{
         counter::Counter,
         family::Family,
@@ -17,7 +17,7 @@ use prometheus_client::{
 
 /// Why a request to the cluster failed, as the `kind` label of
 /// `progressd_scylla_errors_total` and the input of the retry decision.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     /// The client or a replica timed out.
     Timeout,
@@ -38,11 +38,23 @@ impl ErrorKind {
     pub fn is_retriable(self) -> bool {
         !matches!(self, ErrorKind::Invalid | ErrorKind::Fatal)
     }
+
+    /// The `kind` label value, snake_case like the rest of progressd's labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Connection => "connection",
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Fatal => "fatal",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
-    pub kind: ErrorKind,
+    pub kind: &'static str,
 }
 
 /// Handles to the store's metrics; cloning shares the same series.
@@ -102,7 +114,9 @@ impl ScyllaMetrics {
     }
 
     pub(super) fn error(&self, kind: ErrorKind) {
-        self.errors.get_or_create(&ErrorLabels { kind }).inc();
+        self.errors
+            .get_or_create(&ErrorLabels { kind: kind.label() })
+            .inc();
     }
 }
 
@@ -125,7 +139,7 @@ mod tests {
             "progressd_scylla_write_seconds_bucket",
             "progressd_scylla_retries_total 1",
             "progressd_scylla_poison_rows_total 0",
-            "progressd_scylla_errors_total{kind=\"Overloaded\"} 1",
+            "progressd_scylla_errors_total{kind=\"overloaded\"} 1",
         ] {
             assert!(text.contains(name), "{name} missing in:\n{text}");
         }
