@@ -7,7 +7,6 @@
 //!   semaphore, tasks, one in-memory node behind one lock), **not ScyllaDB's
 //!   throughput**: a real cluster has other latencies and scales with nodes and shards.
 
-#[allow(dead_code)] // shared with the tests; the bench uses part of it
 #[path = "../tests/scylla_node/mod.rs"]
 mod scylla_node;
 

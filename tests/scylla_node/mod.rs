@@ -6,6 +6,8 @@
 //! tests here prove plumbing, retries and poison handling (I4), never LWW (I1) —
 //! that needs a real node (`PROGRESSD_TEST_SCYLLA`).
 
+#![allow(dead_code)] // each test crate (and the bench) uses a different part of it
+
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
