@@ -410,6 +410,17 @@ mod tests {
     }
 
     #[test]
+    fn flags_have_ids_of_their_own_so_they_flatten_anywhere() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let ids: Vec<String> = Cli::command()
+            .get_arguments()
+            .map(|a| a.get_id().to_string())
+            .collect();
+        assert!(ids.iter().all(|id| id.starts_with("scylla_")), "{ids:?}");
+    }
+
+    #[test]
     fn url_with_several_hosts_and_a_keyspace() {
         let u = ScyllaUrl::parse("scylla://10.0.0.1:9042,db-2.local:19042,[::1]:9043/progress")
             .expect("valid");

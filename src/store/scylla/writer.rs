@@ -8,18 +8,16 @@
 //! cluster refuses as invalid is set aside as a poison row and counted, and the rest
 //! of the flush goes on — but only once a probe shows the table itself still answers,
 //! so a dropped table or keyspace (which also reads as "invalid") fails the flush
-//! instead of poisoning every row. Writes in flight are bounded by one semaphore shared by all
-//! flushes, so a slow cluster backs the flusher up instead of piling up requests.
+//! instead of poisoning every row. Writes in flight are bounded by one semaphore
+//! shared by all flushes, so a slow cluster backs the flusher up instead of piling up
+//! requests.
 //!
 //! Rows are not grouped into unlogged batches: one learner plays one lesson at a
 //! time, so a flush rarely holds two rows of one partition, and a statement per row
 //! keeps a poison row from taking its neighbours down with it. The driver's default
 //! policy routes each statement to a replica owning its token (and shard).
 
-use std::{
-    sync::Arc,
-    time::{Instant, SystemTime, UNIX_EPOCH},
-};
+use std::{sync::Arc, time::Instant};
 
 use scylla::{
     client::session::Session,
@@ -33,6 +31,7 @@ use super::{
     timestamp::progress_timestamp,
 };
 use crate::{
+    clock::now_ms,
     model::ProgressRow,
     store::{RejectedRow, StoreError, WriteReport},
 };
@@ -61,13 +60,6 @@ pub struct Writer {
     in_flight: Arc<Semaphore>,
     retry: RetrySettings,
     metrics: ScyllaMetrics,
-}
-
-/// Milliseconds since the Unix epoch by the local clock.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Binds one row to the insert, with its write timestamp set at the protocol level.
