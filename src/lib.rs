@@ -9,6 +9,7 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`serve`]: wires them together and owns startup and shutdown (I2).
 
+pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod engine;

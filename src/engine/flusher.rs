@@ -18,9 +18,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
-
 use super::Engine;
+use crate::backoff;
 use crate::model::ProgressRow;
 use crate::store::{StoreError, WriteReport};
 
@@ -204,12 +203,11 @@ impl Engine {
     }
 }
 
-/// Exponential backoff with full jitter: the n-th delay is uniform in
-/// `[0, min(max, base * 2^n)]`, so many nodes retrying a shared store spread out.
+/// The flusher's retry state: how many flushes in a row have failed.
 struct Backoff {
     base: Duration,
     max: Duration,
-    attempt: u32,
+    failures: u32,
 }
 
 impl Backoff {
@@ -217,38 +215,17 @@ impl Backoff {
         Backoff {
             base,
             max,
-            attempt: 0,
+            failures: 0,
         }
     }
 
     fn reset(&mut self) {
-        self.attempt = 0;
+        self.failures = 0;
     }
 
     fn next_delay(&mut self) -> Duration {
-        let ceiling = self
-            .base
-            .saturating_mul(1 << self.attempt.min(20))
-            .min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
-        ceiling
-            .mul_f64(rand::rng().random::<f64>())
-            .max(Duration::from_millis(1))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn i4_backoff_grows_to_its_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(10), Duration::from_millis(80));
-        for _ in 0..50 {
-            assert!(b.next_delay() <= Duration::from_millis(80));
-        }
-        assert!(b.attempt >= 4);
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(10));
+        let wait = backoff::jittered(self.base, self.max, self.failures);
+        self.failures = self.failures.saturating_add(1);
+        wait
     }
 }

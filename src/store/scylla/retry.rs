@@ -1,5 +1,5 @@
 //! What a failed write means and when to try it again: the retry *logic* (which
-//! errors a retry can fix) kept apart from the *mechanism* (jittered backoff).
+//! errors a retry can fix) kept apart from the *mechanism* (jittered backoff, `crate::backoff`).
 //!
 //! Protects I4: timeouts, overload and lost connections are retried a bounded number
 //! of times and then fail the whole flush, so the engine keeps the rows dirty and
@@ -66,18 +66,6 @@ pub fn store_error(err: &ExecutionError, kind: ErrorKind) -> StoreError {
     }
 }
 
-/// Delay before attempt `retry + 1` (`retry` counts from 0): exponential from `base`,
-/// capped at [`MAX_BACKOFF`], with "equal jitter": half the delay is fixed so retries
-/// stay spaced, half is spread by `jitter` in `[0, 1)` so that many writers failing
-/// together do not return together.
-pub fn backoff(base: Duration, retry: u32, jitter: f64) -> Duration {
-    let exp = base
-        .saturating_mul(1u32.checked_shl(retry).unwrap_or(u32::MAX))
-        .min(MAX_BACKOFF);
-    let half = exp / 2;
-    half + half.mul_f64(jitter.clamp(0.0, 1.0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,19 +126,5 @@ mod tests {
             store_error(&syntax, ErrorKind::Fatal),
             StoreError::Fatal(_)
         ));
-    }
-
-    #[test]
-    fn backoff_doubles_is_jittered_and_capped() {
-        let base = Duration::from_millis(50);
-        assert_eq!(backoff(base, 0, 0.0), Duration::from_millis(25));
-        assert_eq!(backoff(base, 0, 1.0), Duration::from_millis(50));
-        assert_eq!(backoff(base, 1, 0.0), Duration::from_millis(50));
-        assert_eq!(backoff(base, 3, 0.5), Duration::from_millis(300));
-        for retry in [6, 10, 31, 32, 1000] {
-            let d = backoff(base, retry, 1.0);
-            assert!(d <= MAX_BACKOFF, "{retry}: {d:?}");
-            assert!(d >= MAX_BACKOFF / 2, "{retry}: {d:?}");
-        }
     }
 }

@@ -27,10 +27,11 @@ use tokio::{sync::Semaphore, task::JoinSet};
 
 use super::{
     metrics::{ErrorKind, ScyllaMetrics},
-    retry::{backoff, classify, store_error},
+    retry::{classify, store_error, MAX_BACKOFF},
     timestamp::progress_timestamp,
 };
 use crate::{
+    backoff,
     clock::now_ms,
     model::ProgressRow,
     store::{RejectedRow, StoreError, WriteReport},
@@ -189,8 +190,8 @@ impl Writer {
                 }
                 _ => {
                     self.metrics.retries.inc();
-                    let jitter = rand::random::<f64>();
-                    tokio::time::sleep(backoff(self.retry.base_backoff, retry, jitter)).await;
+                    let wait = backoff::jittered(self.retry.base_backoff, MAX_BACKOFF, retry);
+                    tokio::time::sleep(wait).await;
                     retry += 1;
                 }
             }
