@@ -1,0 +1,179 @@
+//! When each request is *meant* to be sent, and how latency is measured against it.
+//!
+//! Open loop (`--rate`, the default): every viewer has a due time on a fixed timetable
+//! that does not move when the server is slow. Latency is measured from the due
+//! (intended) time, so a stall that delays the requests queued behind it shows up in
+//! their latency — the coordinated-omission correction of wrk2. The uncorrected figure
+//! (from the moment the request actually left) is kept beside it, because the gap
+//! between the two is itself the signal that the client or server fell behind.
+//!
+//! Closed loop (`--max`): each connection sends its next request as soon as the last
+//! one is answered; intended and actual send time are the same.
+//!
+//! A connection owns a [`Schedule`] of its own viewers only, so the timetable needs no
+//! lock; times are offsets from the run's start so tests can drive a virtual clock.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Duration;
+
+/// Open loop on the timetable, or closed loop as fast as answers come back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pacing {
+    Open,
+    Closed,
+}
+
+/// The due times of one connection's viewers, earliest first.
+#[derive(Debug, Default)]
+pub struct Schedule {
+    heap: BinaryHeap<Reverse<(Duration, usize)>>,
+}
+
+impl Schedule {
+    /// Local viewer `i` stands for global slot `slots[i]`; slot `s` of `viewers` first
+    /// becomes due at `s * interval / viewers`, so the whole population is spread evenly
+    /// over one interval and the aggregate rate is `viewers / interval` from the start.
+    pub fn spread(slots: &[u64], viewers: u64, interval: Duration) -> Schedule {
+        let heap = slots
+            .iter()
+            .enumerate()
+            .map(|(i, &slot)| {
+                let frac = slot as f64 / viewers.max(1) as f64;
+                Reverse((interval.mul_f64(frac), i))
+            })
+            .collect();
+        Schedule { heap }
+    }
+
+    /// The next due time and local viewer index, without taking it.
+    pub fn peek(&self) -> Option<(Duration, usize)> {
+        self.heap.peek().map(|Reverse(x)| *x)
+    }
+
+    pub fn pop(&mut self) -> Option<(Duration, usize)> {
+        self.heap.pop().map(|Reverse(x)| x)
+    }
+
+    pub fn push(&mut self, due: Duration, viewer: usize) {
+        self.heap.push(Reverse((due, viewer)));
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+}
+
+/// The two latencies of one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Latency {
+    /// From the intended send time (coordinated omission corrected).
+    pub corrected: Duration,
+    /// From the actual send time.
+    pub uncorrected: Duration,
+}
+
+impl Pacing {
+    /// When a request due at `due` leaves, given that the connection is free at `now`
+    /// (both offsets from the run's start).
+    pub fn send_at(self, due: Duration, now: Duration) -> Duration {
+        match self {
+            Pacing::Open => due.max(now),
+            Pacing::Closed => now,
+        }
+    }
+
+    /// The latencies of a request due at `due`, sent at `sent`, answered at `done`.
+    pub fn latency(self, due: Duration, sent: Duration, done: Duration) -> Latency {
+        let uncorrected = done.saturating_sub(sent);
+        let corrected = match self {
+            Pacing::Open => done.saturating_sub(due.min(sent)),
+            Pacing::Closed => uncorrected,
+        };
+        Latency {
+            corrected,
+            uncorrected,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn due_times_spread_the_population_over_one_interval() {
+        let slots: Vec<u64> = (0..4).collect();
+        let mut s = Schedule::spread(&slots, 4, Duration::from_secs(10));
+        let due: Vec<Duration> = std::iter::from_fn(|| s.pop().map(|(d, _)| d)).collect();
+        let expect: Vec<Duration> = [0, 2500, 5000, 7500].iter().map(|&m| m * MS).collect();
+        assert_eq!(due, expect);
+    }
+
+    #[test]
+    fn one_connection_holds_every_other_slot_at_its_global_phase() {
+        let mut s = Schedule::spread(&[1, 3], 4, Duration::from_secs(10));
+        assert_eq!(s.pop(), Some((2500 * MS, 0)));
+        s.push(12_500 * MS, 0);
+        assert_eq!(s.pop(), Some((7500 * MS, 1)));
+        assert_eq!(s.peek(), Some((12_500 * MS, 0)));
+    }
+
+    /// Drives `pacing` on a virtual clock against a server that answers in 1 ms except
+    /// for one 1 s stall, at 100 requests/s on one connection.
+    fn simulate(pacing: Pacing) -> (Vec<Duration>, Vec<Duration>) {
+        let interval = Duration::from_secs(1);
+        let slots: Vec<u64> = (0..100).collect();
+        let mut s = Schedule::spread(&slots, 100, interval);
+        let (mut now, mut corrected, mut uncorrected) = (Duration::ZERO, vec![], vec![]);
+        for n in 0..300 {
+            let (due, v) = s.pop().expect("viewers never run out");
+            let sent = pacing.send_at(due, now);
+            let service = if n == 100 { 1000 * MS } else { MS };
+            let done = sent + service;
+            let l = pacing.latency(due, sent, done);
+            corrected.push(l.corrected);
+            uncorrected.push(l.uncorrected);
+            now = done;
+            s.push(due + interval, v);
+        }
+        (corrected, uncorrected)
+    }
+
+    #[test]
+    fn open_loop_charges_a_stall_to_every_request_queued_behind_it() {
+        let (corrected, uncorrected) = simulate(Pacing::Open);
+        // Requests meant for the stalled second waited for it; corrected latency says
+        // so, uncorrected latency hides it (only the stalled request is slow).
+        let slow_corrected = corrected.iter().filter(|&&l| l > 50 * MS).count();
+        let slow_uncorrected = uncorrected.iter().filter(|&&l| l > 50 * MS).count();
+        assert_eq!(slow_uncorrected, 1);
+        assert!(slow_corrected >= 90, "{slow_corrected} slow requests");
+        assert_eq!(corrected[100], 1000 * MS);
+        assert!(corrected[101] > 980 * MS && corrected[101] < 1000 * MS);
+        // Once the backlog is drained the timetable is met again.
+        assert_eq!(corrected[299], MS);
+        assert_eq!(uncorrected[299], MS);
+    }
+
+    #[test]
+    fn open_loop_keeps_the_timetable_when_the_server_keeps_up() {
+        let (corrected, uncorrected) = simulate(Pacing::Open);
+        assert_eq!(corrected[..100], uncorrected[..100]);
+        assert!(corrected[..100].iter().all(|&l| l == MS));
+    }
+
+    #[test]
+    fn closed_loop_has_no_timetable_so_both_figures_agree() {
+        let (corrected, uncorrected) = simulate(Pacing::Closed);
+        assert_eq!(corrected, uncorrected);
+        assert_eq!(Pacing::Closed.send_at(5000 * MS, 3 * MS), 3 * MS);
+    }
+}
