@@ -1,0 +1,264 @@
+//! The flusher: moves dirty state from memory to the store in coalesced batches.
+//!
+//! A flush starts when the flush interval has passed since the last one started, or
+//! earlier when enough keys are dirty or an `ack=durable` request is waiting. Each
+//! flush swaps out every shard's dirty list (O(dirty), never O(resident)), writes the
+//! snapshot in chunks, and marks an entry clean only if no write changed it meanwhile.
+//!
+//! - I4: a failed write leaves its rows dirty and queued; the next attempt, after a
+//!   jittered exponential backoff, carries their newest state. Rows the store refuses
+//!   for good are set aside, counted and logged, so they cannot block the rest.
+//! - I3: flushes are numbered; a durable request waits for a flush that started after
+//!   its write to commit. Many requests share one commit (group commit).
+//! - I2: after the HTTP server has stopped, [`run_flusher`] drains until nothing is
+//!   dirty.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use super::Engine;
+use crate::model::ProgressRow;
+use crate::store::{StoreError, WriteReport};
+
+/// One snapshotted row and where its entry lives.
+struct Pending {
+    shard: usize,
+    generation: u64,
+}
+
+/// Runs until `drain` resolves, then flushes until nothing is dirty (I2). The caller
+/// bounds the drain with a timeout if the store may never come back.
+pub async fn run_flusher(engine: Arc<Engine>, drain: impl Future<Output = ()>) {
+    tokio::pin!(drain);
+    let mut backoff = Backoff::new(engine.config.retry_min, engine.config.retry_max);
+    let mut sweep_next = 0usize;
+    loop {
+        let started = Instant::now();
+        let result = engine.flush_once().await;
+        let wait = match result {
+            Ok(()) => {
+                backoff.reset();
+                engine
+                    .config
+                    .flush_interval
+                    .saturating_sub(started.elapsed())
+            }
+            Err(_) => backoff.next_delay(),
+        };
+        sweep_next = engine.sweep(sweep_next);
+        let deadline = tokio::time::Instant::now() + wait;
+        let failing = result.is_err();
+        loop {
+            tokio::select! {
+                _ = &mut drain => return drain_all(&engine, &mut backoff).await,
+                _ = tokio::time::sleep_until(deadline) => break,
+                // A threshold or a durable waiter may cut the interval short, but never a backoff.
+                _ = engine.wake_flusher.notified(), if !failing => break,
+            }
+        }
+    }
+}
+
+async fn drain_all(engine: &Engine, backoff: &mut Backoff) {
+    loop {
+        match engine.flush_once().await {
+            Ok(()) if engine.dirty_keys() == 0 => return,
+            Ok(()) => {}
+            Err(_) => tokio::time::sleep(backoff.next_delay()).await,
+        }
+    }
+}
+
+impl Engine {
+    /// One flush: snapshot, write in chunks, settle. Errors leave rows queued.
+    async fn flush_once(&self) -> Result<(), StoreError> {
+        let number = self.flushes_started.fetch_add(1, Ordering::AcqRel) + 1;
+        let (rows, pending) = self.take_dirty();
+        let started = Instant::now();
+        let mut offset = 0;
+        while offset < rows.len() {
+            let end = (offset + self.config.batch_rows.max(1)).min(rows.len());
+            let chunk: Arc<[ProgressRow]> = rows[offset..end].into();
+            match self.write_chunk(chunk.clone()).await {
+                Ok(report) => self.settle(&chunk, &pending[offset..end], &report),
+                Err(e) => {
+                    self.requeue(&rows[offset..], &pending[offset..]);
+                    self.flush_failed(&e);
+                    return Err(e);
+                }
+            }
+            offset = end;
+        }
+        if !rows.is_empty() {
+            self.metrics
+                .flush_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        self.store_healthy.store(true, Ordering::Relaxed);
+        self.flushes_committed
+            .send_modify(|done| *done = (*done).max(number));
+        Ok(())
+    }
+
+    async fn write_chunk(&self, chunk: Arc<[ProgressRow]>) -> Result<WriteReport, StoreError> {
+        let write = self.store.write_batch(chunk);
+        match tokio::time::timeout(self.config.store_timeout, write).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout(self.config.store_timeout)),
+        }
+    }
+
+    fn flush_failed(&self, e: &StoreError) {
+        self.store_healthy.store(false, Ordering::Relaxed);
+        let kind = crate::metrics::ErrorKind::of(e);
+        self.metrics.store_errors.get_or_create(&kind).inc();
+        tracing::warn!(error = %e, dirty = self.dirty_keys(), "flush failed; rows stay queued and will be retried");
+    }
+
+    /// Swaps out every shard's dirty list and snapshots the entries on it.
+    fn take_dirty(&self) -> (Vec<ProgressRow>, Vec<Pending>) {
+        let mut rows = Vec::new();
+        let mut pending = Vec::new();
+        for (index, shard) in self.shards.iter().enumerate() {
+            let mut shard = shard.lock();
+            for (learner_id, lesson_id) in std::mem::take(&mut shard.dirty) {
+                let Some(entry) = shard.entry_mut(&learner_id, &lesson_id) else {
+                    continue;
+                };
+                entry.queued = false;
+                if entry.is_dirty() {
+                    pending.push(Pending {
+                        shard: index,
+                        generation: entry.generation,
+                    });
+                    rows.push(ProgressRow {
+                        learner_id,
+                        lesson_id,
+                        progress: entry.state.clone(),
+                    });
+                }
+            }
+        }
+        (rows, pending)
+    }
+
+    /// Marks written rows clean unless overwritten meanwhile; sets refused rows aside.
+    fn settle(&self, rows: &[ProgressRow], pending: &[Pending], report: &WriteReport) {
+        let mut refused = vec![false; rows.len()];
+        for rejected in &report.rejected {
+            if let (Some(flag), Some(row)) =
+                (refused.get_mut(rejected.index), rows.get(rejected.index))
+            {
+                *flag = true;
+                self.metrics.poison_rows.inc();
+                tracing::error!(learner_id = %row.learner_id, lesson_id = %row.lesson_id,
+                    seq = row.progress.seq, reason = %rejected.reason, "store refused a row; set aside");
+            }
+        }
+        self.metrics
+            .store_rows_written
+            .inc_by(report.written as u64);
+        for ((row, p), refused) in rows.iter().zip(pending).zip(refused) {
+            let mut shard = self.shards[p.shard].lock();
+            let Some(entry) = shard.entry_mut(&row.learner_id, &row.lesson_id) else {
+                continue;
+            };
+            let was_dirty = entry.is_dirty();
+            entry.flushed = entry.flushed.max(p.generation);
+            if refused && entry.generation == p.generation {
+                entry.poisoned = true;
+            }
+            if was_dirty && !entry.is_dirty() {
+                self.dirty.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Puts rows of a failed write back on their shards' dirty lists.
+    fn requeue(&self, rows: &[ProgressRow], pending: &[Pending]) {
+        for (row, p) in rows.iter().zip(pending) {
+            let mut shard = self.shards[p.shard].lock();
+            let requeue = shard
+                .entry_mut(&row.learner_id, &row.lesson_id)
+                .is_some_and(|e| e.is_dirty() && !std::mem::replace(&mut e.queued, true));
+            if requeue {
+                shard
+                    .dirty
+                    .push((row.learner_id.clone(), row.lesson_id.clone()));
+            }
+        }
+    }
+
+    /// Evicts clean entries: every shard when over the resident cap, else one shard
+    /// per call (round robin) for idle entries. Returns the next shard to visit.
+    fn sweep(&self, next: usize) -> usize {
+        let n = self.shards.len();
+        let keep = self.config.max_resident_keys / n;
+        let idle_before =
+            crate::clock::now_ms().saturating_sub(self.config.idle_ttl.as_millis() as u64);
+        let over_cap = self.resident_keys() > self.config.max_resident_keys;
+        let visit = if over_cap {
+            0..n
+        } else {
+            next % n..next % n + 1
+        };
+        for i in visit {
+            let evicted = self.shards[i].lock().evict(idle_before, keep);
+            self.resident.fetch_sub(evicted, Ordering::Relaxed);
+        }
+        (next + 1) % n
+    }
+}
+
+/// Exponential backoff with full jitter: the n-th delay is uniform in
+/// `[0, min(max, base * 2^n)]`, so many nodes retrying a shared store spread out.
+struct Backoff {
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    fn new(base: Duration, max: Duration) -> Self {
+        Backoff {
+            base,
+            max,
+            attempt: 0,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let ceiling = self
+            .base
+            .saturating_mul(1 << self.attempt.min(20))
+            .min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        ceiling
+            .mul_f64(rand::rng().random::<f64>())
+            .max(Duration::from_millis(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn i4_backoff_grows_to_its_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(10), Duration::from_millis(80));
+        for _ in 0..50 {
+            assert!(b.next_delay() <= Duration::from_millis(80));
+        }
+        assert!(b.attempt >= 4);
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(10));
+    }
+}
