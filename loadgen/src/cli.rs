@@ -110,8 +110,9 @@ pub struct RunArgs {
     /// Load sent before measuring starts (still verified).
     #[arg(long, env = "LOADGEN_WARMUP", default_value = "0s", value_parser = duration)]
     pub warmup: Duration,
-    /// Keep-alive connections.
-    #[arg(long, env = "LOADGEN_CONNECTIONS", default_value_t = 64)]
+    /// Keep-alive connections. Open loop needs about rate × latency of them; when all
+    /// are busy the send lag grows (see the report).
+    #[arg(long, env = "LOADGEN_CONNECTIONS", default_value_t = 256)]
     pub connections: usize,
     /// Runtime worker threads of this process.
     #[arg(long, env = "LOADGEN_THREADS", default_value_t = 1)]
@@ -287,6 +288,14 @@ impl RunArgs {
             return Err(Error::Config(
                 "--offline-beats must be below 1000 (one batch)".into(),
             ));
+        }
+        if self.viewers.div_ceil(self.connections.max(1) as u64)
+            > crate::schedule::MAX_VIEWERS_PER_CONNECTION
+        {
+            return Err(Error::Config(format!(
+                "--viewers: at most {} per connection; add --connections",
+                crate::schedule::MAX_VIEWERS_PER_CONNECTION
+            )));
         }
         if self.connections == 0 || self.threads == 0 {
             return Err(Error::Config(

@@ -81,7 +81,7 @@ pub fn compare(a: &Report, b: &Report) -> String {
         let (x, y) = (fa.get(k).copied(), fb.get(k).copied());
         let ratio = match (x, y) {
             (Some(x), Some(y)) if x != 0.0 => format!("{:.3}", y / x),
-            (Some(_), Some(y)) if y == 0.0 => "=".into(),
+            (Some(_), Some(0.0)) => "=".into(),
             _ => "-".into(),
         };
         out.push_str(&format!(

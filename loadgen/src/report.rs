@@ -53,6 +53,13 @@ pub struct ReportConfig {
     pub verify: bool,
 }
 
+/// Answers with one error status.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusErrors {
+    pub count: u64,
+    pub first_body: String,
+}
+
 /// Rates over the measured window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Throughput {
@@ -153,9 +160,15 @@ pub struct Report {
     /// Length of the measured window (after the warm-up), seconds.
     pub elapsed_s: f64,
     pub counters: Counters,
+    /// Error statuses other than 503, by code: count and the first answer body.
+    pub status_errors: BTreeMap<String, StatusErrors>,
     pub throughput: Throughput,
     /// Per operation: `post`, `post_batch`, `get` (only those that ran).
     pub latency_us: BTreeMap<String, OpReport>,
+    /// Intended → actual send time, microseconds (0 in closed loop). A high figure
+    /// means the generator could not keep its timetable (or the connections were all
+    /// busy waiting for answers): see `client_cpu_percent`.
+    pub send_lag_us: Summary,
     /// CPU used by the loadgen process over the measured window, % of one core.
     pub client_cpu_percent: Option<f64>,
     pub server: ServerReport,
@@ -232,6 +245,17 @@ impl Report {
             },
             elapsed_s: window.as_secs_f64(),
             counters: c,
+            status_errors: total
+                .statuses
+                .iter()
+                .map(|(code, (count, body))| {
+                    let e = StatusErrors {
+                        count: *count,
+                        first_body: body.clone(),
+                    };
+                    (code.to_string(), e)
+                })
+                .collect(),
             throughput: Throughput {
                 requests_per_s: c.requests as f64 / secs,
                 heartbeats_per_s: c.heartbeats_sent as f64 / secs,
@@ -240,6 +264,7 @@ impl Report {
                 bytes_received_per_s: c.bytes_received as f64 / secs,
             },
             latency_us,
+            send_lag_us: Summary::of(&total.send_lag),
             client_cpu_percent,
             server: ServerReport {
                 heartbeats_received: received,
@@ -330,6 +355,9 @@ impl Report {
             n.transport_errors,
             n.timeouts
         );
+        for (code, e) in &self.status_errors {
+            let _ = writeln!(o, "  status {code} × {}: {}", e.count, e.first_body);
+        }
         let _ = writeln!(
             o,
             "heartbeats  {:>10} ({:.0}/s)  acknowledged {} ({:.0}/s)  applied {}  stale {}",
@@ -376,6 +404,19 @@ impl Report {
                 );
             }
         }
+        let g = &self.send_lag_us;
+        let _ = writeln!(
+            o,
+            "{:<22} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "send lag",
+            g.count,
+            fmt_us(g.mean.round() as u64),
+            fmt_us(g.p50),
+            fmt_us(g.p90),
+            fmt_us(g.p99),
+            fmt_us(g.p999),
+            fmt_us(g.max)
+        );
         let s = &self.server;
         let f = |v: Option<f64>| v.map_or("unknown".into(), |v| format!("{v:.0}"));
         let _ = writeln!(o, "\nserver /metrics (end − start)");

@@ -109,7 +109,8 @@ struct Task {
     shared: Arc<Shared>,
     viewers: Vec<Viewer>,
     schedule: Schedule,
-    ledger: Ledger,
+    /// Only kept with `--verify`: it costs a map update per heartbeat.
+    ledger: Option<Ledger>,
     recorder: Arc<Mutex<Recorder>>,
     conn: Option<Conn>,
     buf: Vec<u8>,
@@ -117,7 +118,7 @@ struct Task {
 }
 
 impl Task {
-    async fn drive(mut self) -> Ledger {
+    async fn drive(mut self) -> Option<Ledger> {
         let sh = self.shared.clone();
         let model = sh.model.clone();
         while !sh.stop.load(Ordering::Relaxed) {
@@ -216,12 +217,17 @@ impl Task {
         let outcome = match &result {
             Ok(a) if a.status.is_success() => Outcome::Ok,
             Ok(a) if a.status.as_u16() == 503 => Outcome::Backpressure,
-            Ok(_) => Outcome::Status,
+            Ok(a) => Outcome::Status(a.status.as_u16()),
             Err(ClientError::Timeout(_)) => Outcome::Timeout,
             Err(_) => Outcome::Transport,
         };
         if result.is_err() {
             self.conn = None;
+        }
+        if let (Outcome::Status(code), Ok(a), true) = (outcome, &result, self.measured(due)) {
+            if let Ok(mut r) = self.recorder.lock() {
+                r.status(code, &a.body);
+            }
         }
         Some((outcome, result.ok(), sent, done))
     }
@@ -254,10 +260,11 @@ impl Task {
         let Some((outcome, answer, sent, done)) = self.exchange(due, Some(body), path).await else {
             return;
         };
-        self.ledger.sent(&hb);
         let mut applied = (0, 0);
+        if let Some(l) = &mut self.ledger {
+            l.sent(&hb, outcome == Outcome::Ok);
+        }
         if let (Outcome::Ok, Some(a)) = (outcome, &answer) {
-            self.ledger.acked(&hb);
             if let Ok(s) = serde_json::from_slice::<SingleAnswer>(&a.body) {
                 applied = if s.applied { (1, 0) } else { (0, 1) };
             }
@@ -287,13 +294,12 @@ impl Task {
             return;
         };
         let mut counts = (0, 0);
-        for hb in hbs {
-            self.ledger.sent(hb);
+        if let Some(l) = &mut self.ledger {
+            for hb in hbs {
+                l.sent(hb, outcome == Outcome::Ok);
+            }
         }
         if let (Outcome::Ok, Some(a)) = (outcome, &answer) {
-            for hb in hbs {
-                self.ledger.acked(hb);
-            }
             if let Ok(b) = serde_json::from_slice::<BatchAnswer>(&a.body) {
                 counts = (b.applied, b.stale);
             }
@@ -338,18 +344,16 @@ impl Task {
             bytes_received: received,
         });
         let a = answer?;
-        match a.status.as_u16() {
-            200 => {
-                let seq = serde_json::from_slice::<ReadAnswer>(&a.body).ok()?.seq;
-                self.ledger.read(key, Some(seq), ids);
-                Some(seq)
-            }
-            404 => {
-                self.ledger.read(key, None, ids);
-                None
-            }
-            _ => None,
+        let seq = match a.status.as_u16() {
+            200 => serde_json::from_slice::<ReadAnswer>(&a.body).ok()?.seq,
+            404 => 0,
+            _ => return None,
+        };
+        let seq = (seq > 0).then_some(seq);
+        if let Some(l) = &mut self.ledger {
+            l.read(key, seq, ids);
         }
+        seq
     }
 }
 
@@ -456,7 +460,7 @@ async fn resolve(authority: &str, target: &str) -> Result<SocketAddr, Error> {
 }
 
 /// Runs the load described by `cfg` and returns the report (without writing it).
-/// Needs a multi-thread tokio runtime; [`run_blocking`] makes one.
+/// Runs on whatever tokio runtime calls it; [`run_blocking`] makes one.
 pub async fn run(cfg: RunConfig) -> Result<Report, Error> {
     let addr = resolve(&cfg.authority, &cfg.target).await?;
     // Fail early and clearly if nothing listens there.
@@ -498,7 +502,7 @@ pub async fn run(cfg: RunConfig) -> Result<Report, Error> {
             shared: shared.clone(),
             schedule: Schedule::spread(&slots, cfg.workload.viewers, cfg.workload.interval),
             viewers,
-            ledger: Ledger::default(),
+            ledger: cfg.verify.then(Ledger::default),
             recorder,
             conn: None,
             buf: Vec::with_capacity(256 * cfg.batch),
@@ -523,7 +527,7 @@ pub async fn run(cfg: RunConfig) -> Result<Report, Error> {
         let mut iv = Recorder::default();
         for r in recorders {
             if let Ok(mut r) = r.lock() {
-                iv.add(&r.take());
+                r.drain_into(&mut iv);
             }
         }
         iv
@@ -563,7 +567,7 @@ pub async fn run(cfg: RunConfig) -> Result<Report, Error> {
     let cpu_end = cpu_seconds();
     let mut ledger = Ledger::default();
     for h in handles {
-        if let Ok(l) = h.await {
+        if let Ok(Some(l)) = h.await {
             ledger.merge(l);
         }
     }
@@ -605,12 +609,20 @@ pub async fn run(cfg: RunConfig) -> Result<Report, Error> {
     ))
 }
 
-/// [`run`] on a runtime with `--threads` workers.
+/// [`run`] on a runtime with `--threads` workers. One thread means tokio's
+/// current-thread runtime: everything (load tasks, reporter, I/O driver) on the calling
+/// thread, with no cross-thread wake-ups at all — the cheapest way to generate load.
 pub fn run_blocking(cfg: RunConfig) -> Result<Report, Error> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.threads)
-        .enable_all()
-        .build()
-        .map_err(Error::Runtime)?;
+    let rt = if cfg.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cfg.threads)
+            .enable_all()
+            .build()
+    }
+    .map_err(Error::Runtime)?;
     rt.block_on(run(cfg))
 }

@@ -26,13 +26,34 @@ pub enum Pacing {
 }
 
 /// The due times of one connection's viewers, earliest first.
+///
+/// Entries are packed into one `u64` (due time in microseconds above, viewer index in
+/// the low [`INDEX_BITS`]) so the heap stays small and cache-friendly: popping it is
+/// on the hot path of every request.
 #[derive(Debug, Default)]
 pub struct Schedule {
-    heap: BinaryHeap<Reverse<(Duration, usize)>>,
+    heap: BinaryHeap<Reverse<u64>>,
+}
+
+/// Bits of a packed entry that hold the viewer index: one connection can own up to
+/// 2^24 (16.7 M) viewers, and due times reach 2^40 µs (12 days) into a run.
+pub const INDEX_BITS: u32 = 24;
+/// Most viewers one connection can own.
+pub const MAX_VIEWERS_PER_CONNECTION: u64 = 1 << INDEX_BITS;
+
+fn pack(due: Duration, viewer: usize) -> u64 {
+    let us = u64::try_from(due.as_micros()).unwrap_or(u64::MAX >> INDEX_BITS);
+    (us.min(u64::MAX >> INDEX_BITS) << INDEX_BITS)
+        | (viewer as u64 & (MAX_VIEWERS_PER_CONNECTION - 1))
+}
+
+fn unpack(x: u64) -> (Duration, usize) {
+    let viewer = (x & (MAX_VIEWERS_PER_CONNECTION - 1)) as usize;
+    (Duration::from_micros(x >> INDEX_BITS), viewer)
 }
 
 impl Schedule {
-    /// Local viewer `i` stands for global slot `slots[i]`; slot `s` of `viewers` first
+    /// Local viewer `i` (below [`MAX_VIEWERS_PER_CONNECTION`]) stands for global slot `slots[i]`; slot `s` of `viewers` first
     /// becomes due at `s * interval / viewers`, so the whole population is spread evenly
     /// over one interval and the aggregate rate is `viewers / interval` from the start.
     pub fn spread(slots: &[u64], viewers: u64, interval: Duration) -> Schedule {
@@ -41,7 +62,7 @@ impl Schedule {
             .enumerate()
             .map(|(i, &slot)| {
                 let frac = slot as f64 / viewers.max(1) as f64;
-                Reverse((interval.mul_f64(frac), i))
+                Reverse(pack(interval.mul_f64(frac), i))
             })
             .collect();
         Schedule { heap }
@@ -49,15 +70,15 @@ impl Schedule {
 
     /// The next due time and local viewer index, without taking it.
     pub fn peek(&self) -> Option<(Duration, usize)> {
-        self.heap.peek().map(|Reverse(x)| *x)
+        self.heap.peek().map(|Reverse(x)| unpack(*x))
     }
 
     pub fn pop(&mut self) -> Option<(Duration, usize)> {
-        self.heap.pop().map(|Reverse(x)| x)
+        self.heap.pop().map(|Reverse(x)| unpack(x))
     }
 
     pub fn push(&mut self, due: Duration, viewer: usize) {
-        self.heap.push(Reverse((due, viewer)));
+        self.heap.push(Reverse(pack(due, viewer)));
     }
 
     pub fn len(&self) -> usize {

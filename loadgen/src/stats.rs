@@ -7,6 +7,7 @@
 //! back-pressure, apart from errors: it is the server protecting itself as the API
 //! promises, not a failure.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -52,7 +53,7 @@ pub enum Outcome {
     /// 503: the server shed load or could not commit in time.
     Backpressure,
     /// Any other non-2xx status.
-    Status,
+    Status(u16),
     /// Connection refused, reset, or a body that could not be read.
     Transport,
     Timeout,
@@ -103,7 +104,7 @@ impl Counters {
         match outcome {
             Outcome::Ok => self.ok += 1,
             Outcome::Backpressure => self.backpressure += 1,
-            Outcome::Status => self.status_errors += 1,
+            Outcome::Status(_) => self.status_errors += 1,
             Outcome::Transport => self.transport_errors += 1,
             Outcome::Timeout => self.timeouts += 1,
         }
@@ -140,8 +141,11 @@ impl Default for OpLatency {
 
 impl OpLatency {
     fn record(&mut self, l: Latency) {
-        self.corrected.saturating_record(micros(l.corrected));
-        self.uncorrected.saturating_record(micros(l.uncorrected));
+        // The histograms resize themselves (`auto`), so recording can only fail if a
+        // value's bucket index overflowed usize, which microseconds cannot reach.
+        // (`saturating_record` would clamp to the current size instead of growing.)
+        let _ = self.corrected.record(micros(l.corrected));
+        let _ = self.uncorrected.record(micros(l.uncorrected));
     }
 
     fn add(&mut self, o: &OpLatency) {
@@ -153,17 +157,44 @@ impl OpLatency {
 }
 
 /// Everything one connection task measured since the reporter last looked.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Recorder {
     pub counters: Counters,
     pub ops: [OpLatency; 3],
+    /// How late requests left against their intended time (open loop): timer
+    /// granularity plus any time the generator itself fell behind.
+    pub send_lag: Histogram<u64>,
+    /// Error statuses (not 503) by code, each with the first answer body seen.
+    pub statuses: BTreeMap<u16, (u64, String)>,
+}
+
+impl Default for Recorder {
+    fn default() -> Recorder {
+        Recorder {
+            counters: Counters::default(),
+            ops: Default::default(),
+            send_lag: histogram(),
+            statuses: BTreeMap::new(),
+        }
+    }
 }
 
 impl Recorder {
+    /// An error status and its answer body (kept for the first one of each code).
+    pub fn status(&mut self, code: u16, body: &[u8]) {
+        let e = self.statuses.entry(code).or_insert_with(|| {
+            let text = String::from_utf8_lossy(body);
+            (0, text.chars().take(200).collect())
+        });
+        e.0 += 1;
+    }
+
     pub fn record(&mut self, op: Op, outcome: Outcome, latency: Latency) {
         self.counters.count(outcome);
         if outcome == Outcome::Ok || outcome == Outcome::Backpressure {
             self.ops[op.index()].record(latency);
+            let lag = latency.corrected.saturating_sub(latency.uncorrected);
+            let _ = self.send_lag.record(micros(lag));
         }
     }
 
@@ -176,11 +207,27 @@ impl Recorder {
         for (a, b) in self.ops.iter_mut().zip(o.ops.iter()) {
             a.add(b);
         }
+        let _ = self.send_lag.add(&o.send_lag);
+        for (code, (n, body)) in &o.statuses {
+            let e = self
+                .statuses
+                .entry(*code)
+                .or_insert_with(|| (0, body.clone()));
+            e.0 += n;
+        }
     }
 
-    /// The figures so far, leaving an empty recorder behind.
-    pub fn take(&mut self) -> Recorder {
-        std::mem::take(self)
+    /// Adds the figures so far to `into` and starts over, keeping the histograms'
+    /// memory (the reporter does this for every task every second).
+    pub fn drain_into(&mut self, into: &mut Recorder) {
+        into.add(self);
+        self.counters = Counters::default();
+        for op in &mut self.ops {
+            op.corrected.reset();
+            op.uncorrected.reset();
+        }
+        self.send_lag.reset();
+        self.statuses.clear();
     }
 
     /// Corrected latencies of every operation together (for the live line).
@@ -269,14 +316,27 @@ mod tests {
     }
 
     #[test]
-    fn take_moves_the_interval_into_the_total() {
+    fn long_latencies_are_kept_not_clamped() {
+        let mut task = Recorder::default();
+        task.record(Op::Post, Outcome::Ok, l(5_000_000, 300));
+        task.record(Op::Post, Outcome::Ok, l(300, 300));
+        let mut total = Recorder::default();
+        task.drain_into(&mut total);
+        let s = Summary::of(&total.op(Op::Post).corrected);
+        assert!(s.max >= 4_990_000 && s.max <= 5_010_000, "{s:?}");
+        assert!(s.p50 >= 299 && s.p50 <= 301, "{s:?}");
+    }
+
+    #[test]
+    fn draining_moves_the_interval_into_the_total() {
         let mut task = Recorder::default();
         let mut total = Recorder::default();
         task.record(Op::Batch, Outcome::Ok, l(1000, 10));
-        total.add(&task.take());
+        task.drain_into(&mut total);
         task.record(Op::Batch, Outcome::Ok, l(3000, 30));
-        total.add(&task.take());
+        task.drain_into(&mut total);
         assert_eq!(task.counters, Counters::default());
+        assert!(task.op(Op::Batch).corrected.is_empty());
         assert_eq!(total.counters.ok, 2);
         assert_eq!(Summary::of(&total.op(Op::Batch).corrected).count, 2);
         assert_eq!(Summary::of(&total.all_corrected()).count, 2);
