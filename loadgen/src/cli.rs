@@ -129,6 +129,10 @@ pub struct RunArgs {
     /// Longest wait for the server to report zero dirty keys after the run.
     #[arg(long, env = "LOADGEN_SETTLE", default_value = "30s", value_parser = duration)]
     pub settle: Duration,
+    /// Bearer token (JWT) for a server with auth on; a `"scope":"service"` token acts
+    /// for every synthetic learner.
+    #[arg(long, env = "LOADGEN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Per-request timeout.
     #[arg(long, env = "LOADGEN_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub timeout: Duration,
@@ -215,6 +219,8 @@ pub struct RunConfig {
     pub verify: bool,
     pub settle: Duration,
     pub timeout: Duration,
+    /// `Authorization` header value, from `--token`.
+    pub auth: Option<hyper::header::HeaderValue>,
     pub report_every: Duration,
     pub json: Option<PathBuf>,
     pub quiet: bool,
@@ -351,6 +357,15 @@ impl RunArgs {
             seed: self.seed,
             id_prefix,
         };
+        let auth = match &self.token {
+            None => None,
+            Some(t) => {
+                let mut v = hyper::header::HeaderValue::from_str(&format!("Bearer {t}"))
+                    .map_err(|_| Error::Config("--token: not a valid header value".into()))?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+        };
         let duration = match (self.duration, self.requests) {
             (None, None) => Some(Duration::from_secs(30)),
             (d, _) => d,
@@ -375,6 +390,7 @@ impl RunArgs {
             verify: self.verify,
             settle: self.settle,
             timeout: self.timeout,
+            auth,
             report_every: self.report_every,
             json: self.json,
             quiet: self.quiet,

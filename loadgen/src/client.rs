@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{handshake, Connection, SendRequest};
-use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -50,18 +50,29 @@ pub struct Answer {
     pub len: usize,
 }
 
+/// Where to connect and how: address, per-request timeout, optional bearer token.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub timeout: Duration,
+    /// The whole `Authorization` header value (`Bearer …`), when the server wants one.
+    pub auth: Option<HeaderValue>,
+}
+
 /// One open connection.
 pub struct Conn {
     sender: SendRequest<Full<Bytes>>,
     conn: Pin<Box<Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
     host: HeaderValue,
+    auth: Option<HeaderValue>,
     timeout: Duration,
 }
 
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 impl Conn {
-    pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, ClientError> {
+    pub async fn connect(ep: &Endpoint) -> Result<Conn, ClientError> {
+        let (addr, timeout) = (ep.addr, ep.timeout);
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ClientError::Timeout(timeout))?
@@ -76,6 +87,7 @@ impl Conn {
             sender,
             conn: Box::pin(conn),
             host,
+            auth: ep.auth.clone(),
             timeout,
         })
     }
@@ -83,23 +95,27 @@ impl Conn {
     /// POSTs a JSON body to `path` (path and query).
     pub async fn post(&mut self, path: &str, body: Bytes) -> Result<Answer, ClientError> {
         let len = HeaderValue::from(body.len());
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(Method::POST)
             .uri(path)
             .header(HOST, &self.host)
             .header(CONTENT_TYPE, &JSON)
-            .header(CONTENT_LENGTH, len)
-            .body(Full::new(body))?;
-        self.send(req).await
+            .header(CONTENT_LENGTH, len);
+        if let Some(auth) = &self.auth {
+            req = req.header(AUTHORIZATION, auth);
+        }
+        self.send(req.body(Full::new(body))?).await
     }
 
     pub async fn get(&mut self, path: &str) -> Result<Answer, ClientError> {
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(Method::GET)
             .uri(path)
-            .header(HOST, &self.host)
-            .body(Full::new(Bytes::new()))?;
-        self.send(req).await
+            .header(HOST, &self.host);
+        if let Some(auth) = &self.auth {
+            req = req.header(AUTHORIZATION, auth);
+        }
+        self.send(req.body(Full::new(Bytes::new()))?).await
     }
 
     async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<Answer, ClientError> {
@@ -131,10 +147,6 @@ impl Conn {
 
 /// GETs `path` on a fresh connection: for the few requests outside the load loop
 /// (`/metrics`, verification).
-pub async fn get_once(
-    addr: SocketAddr,
-    path: &str,
-    timeout: Duration,
-) -> Result<Answer, ClientError> {
-    Conn::connect(addr, timeout).await?.get(path).await
+pub async fn get_once(ep: &Endpoint, path: &str) -> Result<Answer, ClientError> {
+    Conn::connect(ep).await?.get(path).await
 }

@@ -6,12 +6,11 @@
 //! different labels are summed (e.g. per-shard counters).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::client::get_once;
+use crate::client::{get_once, Endpoint};
 
 /// The server figures loadgen reports, as read at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -94,8 +93,8 @@ impl ServerSnapshot {
     }
 
     /// Scrapes `/metrics`; `None` when the server does not answer it with 200.
-    pub async fn scrape(addr: SocketAddr, timeout: Duration) -> Option<ServerSnapshot> {
-        let answer = get_once(addr, "/metrics", timeout).await.ok()?;
+    pub async fn scrape(ep: &Endpoint) -> Option<ServerSnapshot> {
+        let answer = get_once(ep, "/metrics").await.ok()?;
         if !answer.status.is_success() {
             return None;
         }
@@ -108,13 +107,13 @@ impl ServerSnapshot {
     /// passes. Returns whether the flush was observed, `None` if the server does not
     /// publish dirty keys (then it waited `fallback`, a flush interval's worth).
     pub async fn wait_for_flush(
-        addr: SocketAddr,
+        ep: &Endpoint,
         limit: Duration,
         fallback: Duration,
     ) -> Option<bool> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let snap = ServerSnapshot::scrape(addr, Duration::from_secs(5)).await;
+            let snap = ServerSnapshot::scrape(ep).await;
             match snap.and_then(|s| s.dirty_keys) {
                 None => {
                     tokio::time::sleep(fallback.min(limit)).await;

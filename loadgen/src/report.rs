@@ -161,6 +161,7 @@ pub struct Report {
     pub elapsed_s: f64,
     pub counters: Counters,
     /// Error statuses other than 503, by code: count and the first answer body.
+    #[serde(default)]
     pub status_errors: BTreeMap<String, StatusErrors>,
     pub throughput: Throughput,
     /// Per operation: `post`, `post_batch`, `get` (only those that ran).
@@ -168,6 +169,7 @@ pub struct Report {
     /// Intended → actual send time, microseconds (0 in closed loop). A high figure
     /// means the generator could not keep its timetable (or the connections were all
     /// busy waiting for answers): see `client_cpu_percent`.
+    #[serde(default)]
     pub send_lag_us: Summary,
     /// CPU used by the loadgen process over the measured window, % of one core.
     pub client_cpu_percent: Option<f64>,

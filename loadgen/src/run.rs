@@ -21,7 +21,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::cli::{Ack, RunConfig};
-use crate::client::{Answer, ClientError, Conn};
+use crate::client::{Answer, ClientError, Conn, Endpoint};
 use crate::error::Error;
 use crate::metrics::ServerSnapshot;
 use crate::report::{IntervalRow, Report};
@@ -30,13 +30,15 @@ use crate::stats::{cpu_seconds, Op, Outcome, Recorder, Summary};
 use crate::verify::{read_back, Ledger, ReadBack};
 use crate::workload::{now_ms, Event, Heartbeat, Ids, Key, Model, Viewer};
 
+/// Waits longer than this also listen for the end of the run.
+const LONG_WAIT: Duration = Duration::from_millis(50);
+
 /// What every load task shares.
 struct Shared {
     model: Arc<Model>,
-    addr: SocketAddr,
+    endpoint: Endpoint,
     pacing: Pacing,
     batch: usize,
-    timeout: Duration,
     post_path: &'static str,
     start: Instant,
     /// Offset from `start` where measuring begins (the end of the warm-up).
@@ -44,6 +46,9 @@ struct Shared {
     stop: AtomicBool,
     /// Wakes the reporter when a task ends the run early (budget spent).
     ended: tokio::sync::Notify,
+    /// Flips to true when the run ends, waking tasks in a long wait for their next due
+    /// time (few viewers per connection).
+    stopped: tokio::sync::watch::Sender<bool>,
     /// Measured requests still allowed (`--requests`).
     budget: Option<AtomicU64>,
 }
@@ -126,7 +131,16 @@ impl Task {
                 break;
             };
             if sh.pacing == Pacing::Open && due > sh.elapsed() {
-                tokio::time::sleep_until(sh.start + due).await;
+                let wake = sh.start + due;
+                if due.saturating_sub(sh.elapsed()) < LONG_WAIT {
+                    tokio::time::sleep_until(wake).await;
+                } else {
+                    let mut stopped = sh.stopped.subscribe();
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(wake) => {}
+                        _ = stopped.wait_for(|s| *s) => break,
+                    }
+                }
             }
             let now = now_ms();
             match self.viewers[v].step(&model, now) {
@@ -197,7 +211,7 @@ impl Task {
         }
         let sh = self.shared.clone();
         if self.conn.is_none() {
-            match Conn::connect(sh.addr, sh.timeout).await {
+            match Conn::connect(&sh.endpoint).await {
                 Ok(c) => self.conn = Some(c),
                 Err(_) => {
                     // Do not spin on a refused connection; the request counts as failed.
@@ -462,25 +476,26 @@ async fn resolve(authority: &str, target: &str) -> Result<SocketAddr, Error> {
 /// Runs the load described by `cfg` and returns the report (without writing it).
 /// Runs on whatever tokio runtime calls it; [`run_blocking`] makes one.
 pub async fn run(cfg: RunConfig) -> Result<Report, Error> {
-    let addr = resolve(&cfg.authority, &cfg.target).await?;
+    let endpoint = Endpoint {
+        addr: resolve(&cfg.authority, &cfg.target).await?,
+        timeout: cfg.timeout,
+        auth: cfg.auth.clone(),
+    };
     // Fail early and clearly if nothing listens there.
-    Conn::connect(addr, cfg.timeout)
-        .await
-        .map_err(|e| Error::Target {
-            target: cfg.target.clone(),
-            message: e.to_string(),
-        })?;
-    let server_start = ServerSnapshot::scrape(addr, cfg.timeout).await;
+    Conn::connect(&endpoint).await.map_err(|e| Error::Target {
+        target: cfg.target.clone(),
+        message: e.to_string(),
+    })?;
+    let server_start = ServerSnapshot::scrape(&endpoint).await;
     let model = Model::new(cfg.workload.clone());
     let tasks_n = cfg
         .connections
         .min(usize::try_from(cfg.workload.viewers).unwrap_or(usize::MAX));
     let shared = Arc::new(Shared {
         model: model.clone(),
-        addr,
+        endpoint: endpoint.clone(),
         pacing: cfg.pacing,
         batch: cfg.batch,
-        timeout: cfg.timeout,
         post_path: match cfg.ack {
             Ack::Buffered => "/v1/heartbeats",
             Ack::Durable => "/v1/heartbeats?ack=durable",
@@ -489,6 +504,7 @@ pub async fn run(cfg: RunConfig) -> Result<Report, Error> {
         warmup: cfg.warmup,
         stop: AtomicBool::new(false),
         ended: tokio::sync::Notify::new(),
+        stopped: tokio::sync::watch::Sender::new(false),
         budget: cfg.requests.map(AtomicU64::new),
     });
     let mut recorders = Vec::with_capacity(tasks_n);
@@ -548,6 +564,7 @@ pub async fn run(cfg: RunConfig) -> Result<Report, Error> {
             || handles.iter().all(|h| h.is_finished());
         if done {
             shared.stop.store(true, Ordering::Relaxed);
+            shared.stopped.send_replace(true);
             break;
         }
         let next = match end {
@@ -584,13 +601,13 @@ pub async fn run(cfg: RunConfig) -> Result<Report, Error> {
         (Some(a), Some(b)) if !window.is_zero() => Some((b - a) / window.as_secs_f64() * 100.0),
         _ => None,
     };
-    let flushed = ServerSnapshot::wait_for_flush(addr, cfg.settle, Duration::from_secs(2)).await;
-    let server_end = ServerSnapshot::scrape(addr, cfg.timeout).await;
+    let flushed =
+        ServerSnapshot::wait_for_flush(&endpoint, cfg.settle, Duration::from_secs(2)).await;
+    let server_end = ServerSnapshot::scrape(&endpoint).await;
     let verify = if cfg.verify {
         let rb = ReadBack {
-            addr,
+            endpoint: endpoint.clone(),
             connections: cfg.connections,
-            timeout: cfg.timeout,
         };
         let mut v = read_back(rb, &model.ids, &ledger).await;
         v.flushed = flushed;

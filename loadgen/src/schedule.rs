@@ -80,14 +80,6 @@ impl Schedule {
     pub fn push(&mut self, due: Duration, viewer: usize) {
         self.heap.push(Reverse(pack(due, viewer)));
     }
-
-    pub fn len(&self) -> usize {
-        self.heap.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
 }
 
 /// The two latencies of one request.

@@ -20,14 +20,13 @@
 //! **stale read** (I6).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::client::Conn;
+use crate::client::{Conn, Endpoint};
 use crate::workload::{Heartbeat, Ids, Key};
 
 /// What loadgen knows about one key.
@@ -119,18 +118,6 @@ impl Ledger {
         if self.examples.len() < MAX_EXAMPLES {
             self.examples.push(s);
         }
-    }
-
-    pub fn get(&self, key: &Key) -> Option<&KeyRecord> {
-        self.keys.get(key)
-    }
-
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
     }
 
     /// Folds another task's ledger in (tasks own disjoint learners).
@@ -285,18 +272,17 @@ pub fn judge_learner(
 }
 
 /// How the read-back runs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ReadBack {
-    pub addr: SocketAddr,
+    pub endpoint: Endpoint,
     pub connections: usize,
-    pub timeout: Duration,
 }
 
 const READ_ATTEMPTS: u32 = 20;
 
 async fn read_learner(
     conn: &mut Option<Conn>,
-    rb: ReadBack,
+    ep: &Endpoint,
     path: &str,
 ) -> Result<Vec<ServerLesson>, String> {
     let mut last = String::new();
@@ -306,7 +292,7 @@ async fn read_learner(
         }
         let c = match conn {
             Some(c) => c,
-            None => match Conn::connect(rb.addr, rb.timeout).await {
+            None => match Conn::connect(ep).await {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
                     last = e.to_string();
@@ -338,8 +324,13 @@ pub async fn read_back(rb: ReadBack, ids: &Ids, ledger: &Ledger) -> VerifyReport
     let total = Arc::new(Mutex::new(VerifyReport::default()));
     let mut tasks = Vec::new();
     for _ in 0..rb.connections.clamp(1, 256) {
-        let (learners, next, total, ids) =
-            (learners.clone(), next.clone(), total.clone(), ids.clone());
+        let (learners, next, total, ids, ep) = (
+            learners.clone(),
+            next.clone(),
+            total.clone(),
+            ids.clone(),
+            rb.endpoint.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut conn = None;
             let mut mine = VerifyReport::default();
@@ -350,7 +341,7 @@ pub async fn read_back(rb: ReadBack, ids: &Ids, ledger: &Ledger) -> VerifyReport
                 };
                 let learner_id = ids.learner(*learner);
                 let path = format!("/v1/progress/{learner_id}");
-                match read_learner(&mut conn, rb, &path).await {
+                match read_learner(&mut conn, &ep, &path).await {
                     Ok(server) => mine.add(judge_learner(&learner_id, expected, &server)),
                     Err(e) => {
                         mine.learners += 1;
