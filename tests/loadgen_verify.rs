@@ -27,7 +27,13 @@ impl Server {
             .port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let child = Command::new(env!("CARGO_BIN_EXE_progressd"))
-            .args(["serve", "--listen", &addr.to_string(), "--flush-interval", "200ms"])
+            .args([
+                "serve",
+                "--listen",
+                &addr.to_string(),
+                "--flush-interval",
+                "200ms",
+            ])
             .arg("--store")
             .arg(format!("sqlite://{}", db.display()))
             .stdout(Stdio::null())
@@ -37,7 +43,10 @@ impl Server {
         let server = Server { child, addr };
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "progressd did not listen on {addr}");
+            assert!(
+                Instant::now() < deadline,
+                "progressd did not listen on {addr}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         server
@@ -46,14 +55,20 @@ impl Server {
     /// SIGTERM by PID, then wait (bounded) for a clean exit.
     fn stop(mut self) -> (std::process::ExitStatus, String) {
         let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
         assert!(sent.success(), "SIGTERM delivered to {pid}");
         let deadline = Instant::now() + Duration::from_secs(60);
         let status = loop {
             if let Some(s) = self.child.try_wait().expect("wait on progressd") {
                 break s;
             }
-            assert!(Instant::now() < deadline, "progressd did not stop after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "progressd did not stop after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
         let mut log = String::new();
@@ -79,11 +94,36 @@ fn loadgen_verify_finds_no_lost_or_stale_keys_on_the_real_server() {
     let server = Server::start(&dir.path().join("progress.db"));
     let target = format!("http://{}", server.addr);
     let args = [
-        "loadgen", "run", "--target", &target, "--viewers", "2000", "--interval", "1s",
-        "--duration", "3s", "--connections", "16", "--verify", "--quiet", "--settle", "20s",
-        "--dup-rate", "0.05", "--reorder-rate", "0.05", "--offline-rate", "0.02",
-        "--offline-beats", "2", "--device-switch-rate", "0.02", "--churn-rate", "0.05",
-        "--seed", "4",
+        "loadgen",
+        "run",
+        "--target",
+        &target,
+        "--viewers",
+        "2000",
+        "--interval",
+        "1s",
+        "--duration",
+        "3s",
+        "--connections",
+        "16",
+        "--verify",
+        "--quiet",
+        "--settle",
+        "20s",
+        "--dup-rate",
+        "0.05",
+        "--reorder-rate",
+        "0.05",
+        "--offline-rate",
+        "0.02",
+        "--offline-beats",
+        "2",
+        "--device-switch-rate",
+        "0.02",
+        "--churn-rate",
+        "0.05",
+        "--seed",
+        "4",
     ];
     let cfg = match Cli::try_parse_from(args).expect("valid flags").command {
         LoadgenCommand::Run(r) => r.into_config().expect("valid config"),
@@ -93,11 +133,26 @@ fn loadgen_verify_finds_no_lost_or_stale_keys_on_the_real_server() {
     let v = report.verify.as_ref().expect("verification ran");
     assert!(report.passed(), "{}", report.text());
     assert_eq!((v.lost, v.stale, v.phantom, v.stale_reads), (0, 0, 0, 0));
-    assert!(v.keys >= 2000, "every viewer's key was checked: {}", report.text());
-    assert!(report.counters.ok > 0 && report.counters.stale > 0, "{}", report.text());
+    assert!(
+        v.keys >= 2000,
+        "every viewer's key was checked: {}",
+        report.text()
+    );
+    assert!(
+        report.counters.ok > 0 && report.counters.stale > 0,
+        "{}",
+        report.text()
+    );
     assert_eq!(report.server.flushed, Some(true), "{}", report.text());
-    assert!(report.server.rows_written.is_some_and(|r| r > 0.0), "{}", report.text());
+    assert!(
+        report.server.rows_written.is_some_and(|r| r > 0.0),
+        "{}",
+        report.text()
+    );
 
     let (status, log) = server.stop();
-    assert!(status.success(), "progressd exited {status} after SIGTERM:\n{log}");
+    assert!(
+        status.success(),
+        "progressd exited {status} after SIGTERM:\n{log}"
+    );
 }
