@@ -112,7 +112,7 @@ pub struct RunArgs {
     pub warmup: Duration,
     /// Keep-alive connections. Open loop needs about rate × latency of them; when all
     /// are busy the send lag grows (see the report).
-    #[arg(long, env = "LOADGEN_CONNECTIONS", default_value_t = 256)]
+    #[arg(long, env = "LOADGEN_CONNECTIONS", default_value_t = 64)]
     pub connections: usize,
     /// Runtime worker threads of this process.
     #[arg(long, env = "LOADGEN_THREADS", default_value_t = 1)]
