@@ -169,10 +169,8 @@ impl Task {
                 self.send_pending(due).await;
             }
         }
-        if !self.pending.is_empty() {
-            let due = sh.elapsed();
-            self.send_pending(due).await;
-        }
+        // Heartbeats still pending (a partial batch) were never sent: the run is over,
+        // and they are not in the ledger either.
         self.ledger
     }
 
@@ -224,9 +222,11 @@ impl Task {
         let conn = self.conn.as_mut()?;
         let sent = sh.elapsed();
         let is_read = post.is_none();
+        // Boxed: the request future is large, and moving it through three async layers
+        // by value cost more than one allocation.
         let result = match post {
-            Some(body) => conn.post(path, body).await,
-            None => conn.get(path).await,
+            Some(body) => Box::pin(conn.post(path, body)).await,
+            None => Box::pin(conn.get(path)).await,
         };
         let done = sh.elapsed();
         let outcome = match &result {
