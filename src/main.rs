@@ -7,5 +7,6 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => progressd::serve::main(*args),
+        Command::Migrate(args) => progressd::serve::migrate(*args),
     }
 }

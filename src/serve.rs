@@ -1,4 +1,5 @@
-//! `progressd serve`: startup, the running server, and a clean stop.
+//! `progressd serve`: startup, the running server, and a clean stop; and
+//! `progressd migrate`, which prepares a ScyllaDB keyspace before the first serve.
 //!
 //! Startup validates everything (flags, secret, store) before binding, so a bad value
 //! fails with one line and nothing listens. Shutdown on SIGTERM/SIGINT runs in order:
@@ -10,14 +11,16 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::config::{ServeArgs, StoreUrl};
+use crate::config::{MigrateArgs, ServeArgs, StoreUrl};
 use crate::engine::{run_flusher, Engine};
 use crate::http::server::{serve, ServerLimits};
 use crate::http::{auth::Auth, App};
 use crate::metrics::{new_registry, Metrics};
+use crate::store::scylla::ScyllaConfig;
 use crate::store::{self, Store};
 
 /// Entry point of `progressd serve`.
@@ -33,6 +36,35 @@ pub fn main(args: ServeArgs) -> ExitCode {
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(message),
+    }
+}
+
+/// Entry point of `progressd migrate`: creates the ScyllaDB keyspace and table.
+pub fn migrate(args: MigrateArgs) -> ExitCode {
+    init_logging();
+    let StoreUrl::Scylla(url) = &args.store else {
+        return fail(format!(
+            "--store {}: only scylla:// stores need migrate (SQLite creates its schema on open)",
+            path_display(&args.store)
+        ));
+    };
+    let config = match args.scylla.config() {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(store::scylla::migrate(url, &config)) {
+        Ok(()) => {
+            tracing::info!(%url, "keyspace and table are in place");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("--store {url}: {e}")),
     }
 }
 
@@ -52,9 +84,10 @@ fn init_logging() {
 
 async fn run(args: ServeArgs) -> Result<(), String> {
     let secret = args.auth_secret()?;
+    let scylla = args.scylla.config().map_err(|e| e.to_string())?;
     let mut registry = new_registry();
     let metrics = Arc::new(Metrics::register(&mut registry));
-    let store = open_store(&args).await?;
+    let store = open_store(&args, &scylla, &mut registry).await?;
     tracing::info!(store = %store.describe(), "store open");
     let listener = TcpListener::bind(args.listen)
         .await
@@ -100,7 +133,11 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     }
 }
 
-async fn open_store(args: &ServeArgs) -> Result<Arc<dyn Store>, String> {
+async fn open_store(
+    args: &ServeArgs,
+    scylla: &ScyllaConfig,
+    registry: &mut Registry,
+) -> Result<Arc<dyn Store>, String> {
     let options = store::sqlite::SqliteOptions {
         cache_mib: args.sqlite_cache_mib as u32,
         ..Default::default()
@@ -121,16 +158,17 @@ async fn open_store(args: &ServeArgs) -> Result<Arc<dyn Store>, String> {
                 format!("--store {}: {e}", path_display(&args.store))
             })?))
         }
-        StoreUrl::Scylla(url) => Err(format!(
-            "--store {url}: the ScyllaDB store is not part of this build yet"
-        )),
+        StoreUrl::Scylla(url) => {
+            let opened = store::scylla::open(url, scylla, registry).await;
+            Ok(Arc::new(opened.map_err(|e| format!("--store {url}: {e}"))?))
+        }
     }
 }
 
 fn path_display(url: &StoreUrl) -> String {
     match url {
         StoreUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
-        StoreUrl::Scylla(u) => u.clone(),
+        StoreUrl::Scylla(u) => u.to_string(),
         StoreUrl::Memory => "memory://".into(),
     }
 }

@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 pub use store_url::StoreUrl;
 
 use crate::engine::EngineConfig;
+use crate::store::scylla::ScyllaArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,6 +31,18 @@ pub struct Cli {
 pub enum Command {
     /// Run the ingestion server.
     Serve(Box<ServeArgs>),
+    /// Create the ScyllaDB keyspace and table (idempotent; scylla:// stores only).
+    Migrate(Box<MigrateArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The store to prepare: scylla://HOST:PORT[,…]/KEYSPACE (SQLite creates its schema on open).
+    #[arg(long, env = "PROGRESSD_STORE")]
+    pub store: StoreUrl,
+
+    #[command(flatten)]
+    pub scylla: ScyllaArgs,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -130,6 +143,9 @@ pub struct ServeArgs {
     /// SQLite page cache per connection, MiB.
     #[arg(long, env = "PROGRESSD_SQLITE_CACHE_MIB", default_value = "64", value_parser = positive)]
     pub sqlite_cache_mib: usize,
+
+    #[command(flatten)]
+    pub scylla: ScyllaArgs,
 }
 
 impl ServeArgs {

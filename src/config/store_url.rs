@@ -3,12 +3,14 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use crate::store::scylla::ScyllaUrl;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     /// `sqlite://PATH` (relative or absolute: `sqlite:///var/lib/p.db`).
     Sqlite(PathBuf),
-    /// `scylla://HOST:PORT[,HOST:PORT…]/KEYSPACE`, kept whole for the Scylla store to parse.
-    Scylla(String),
+    /// `scylla://HOST:PORT[,HOST:PORT…]/KEYSPACE`.
+    Scylla(ScyllaUrl),
     /// `memory://`: nothing durable.
     Memory,
 }
@@ -30,7 +32,9 @@ impl FromStr for StoreUrl {
             return Ok(StoreUrl::Memory);
         }
         if s.starts_with("scylla://") {
-            return Ok(StoreUrl::Scylla(s.to_string()));
+            return ScyllaUrl::parse(s)
+                .map(StoreUrl::Scylla)
+                .map_err(|e| e.to_string());
         }
         Err(format!(
             "unknown store URL {s:?}: expected sqlite://PATH, scylla://HOST:PORT/KEYSPACE or memory://"
@@ -57,6 +61,7 @@ mod tests {
             "scylla://h:9042/ks".parse(),
             Ok(StoreUrl::Scylla(_))
         ));
+        assert!("scylla://h:9042".parse::<StoreUrl>().is_err());
         assert!("sqlite://".parse::<StoreUrl>().is_err());
         let err = "postgres://x"
             .parse::<StoreUrl>()

@@ -52,13 +52,11 @@ pub async fn run_flusher(engine: Arc<Engine>, drain: impl Future<Output = ()>) {
         sweep_next = engine.sweep(sweep_next);
         let deadline = tokio::time::Instant::now() + wait;
         let failing = result.is_err();
-        loop {
-            tokio::select! {
-                _ = &mut drain => return drain_all(&engine, &mut backoff).await,
-                _ = tokio::time::sleep_until(deadline) => break,
-                // A threshold or a durable waiter may cut the interval short, but never a backoff.
-                _ = engine.wake_flusher.notified(), if !failing => break,
-            }
+        tokio::select! {
+            _ = &mut drain => return drain_all(&engine, &mut backoff).await,
+            _ = tokio::time::sleep_until(deadline) => {}
+            // A threshold or a durable waiter may cut the interval short, but never a backoff.
+            _ = engine.wake_flusher.notified(), if !failing => {}
         }
     }
 }
@@ -75,7 +73,7 @@ async fn drain_all(engine: &Engine, backoff: &mut Backoff) {
 
 impl Engine {
     /// One flush: snapshot, write in chunks, settle. Errors leave rows queued.
-    async fn flush_once(&self) -> Result<(), StoreError> {
+    pub(super) async fn flush_once(&self) -> Result<(), StoreError> {
         let number = self.flushes_started.fetch_add(1, Ordering::AcqRel) + 1;
         let (rows, pending) = self.take_dirty();
         let started = Instant::now();
@@ -83,7 +81,7 @@ impl Engine {
         while offset < rows.len() {
             let end = (offset + self.config.batch_rows.max(1)).min(rows.len());
             let chunk: Arc<[ProgressRow]> = rows[offset..end].into();
-            match self.write_chunk(chunk.clone()).await {
+            match self.timed(self.store.write_batch(chunk.clone())).await {
                 Ok(report) => self.settle(&chunk, &pending[offset..end], &report),
                 Err(e) => {
                     self.requeue(&rows[offset..], &pending[offset..]);
@@ -102,14 +100,6 @@ impl Engine {
         self.flushes_committed
             .send_modify(|done| *done = (*done).max(number));
         Ok(())
-    }
-
-    async fn write_chunk(&self, chunk: Arc<[ProgressRow]>) -> Result<WriteReport, StoreError> {
-        let write = self.store.write_batch(chunk);
-        match tokio::time::timeout(self.config.store_timeout, write).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Timeout(self.config.store_timeout)),
-        }
     }
 
     fn flush_failed(&self, e: &StoreError) {
@@ -195,7 +185,7 @@ impl Engine {
 
     /// Evicts clean entries: every shard when over the resident cap, else one shard
     /// per call (round robin) for idle entries. Returns the next shard to visit.
-    fn sweep(&self, next: usize) -> usize {
+    pub(super) fn sweep(&self, next: usize) -> usize {
         let n = self.shards.len();
         let keep = self.config.max_resident_keys / n;
         let idle_before =

@@ -35,6 +35,7 @@ impl Engine {
         incoming: &Incoming<'_>,
     ) -> Result<Merged, EngineError> {
         let shard = self.shard(learner);
+        let key = load_key(learner, lesson);
         loop {
             let cell = {
                 let mut guard = shard.lock();
@@ -54,7 +55,6 @@ impl Engine {
                 .get_or_try_init(|| self.store_get(learner, lesson))
                 .await;
             let mut guard = shard.lock();
-            let key = load_key(learner, lesson);
             let ours = guard
                 .loading
                 .get(&key)

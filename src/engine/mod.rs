@@ -13,12 +13,13 @@ mod flusher;
 mod loader;
 mod shard;
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam::utils::CachePadded;
+use foldhash::fast::RandomState;
 use parking_lot::Mutex;
 use tokio::sync::{watch, Notify};
 
@@ -117,7 +118,7 @@ impl Engine {
             .collect();
         Arc::new(Engine {
             shards,
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             store,
             config,
             metrics,
@@ -187,11 +188,20 @@ impl Engine {
         learner: &str,
         lesson: &str,
     ) -> Result<Option<Progress>, EngineError> {
-        let read = tokio::time::timeout(self.config.store_timeout, self.store.get(learner, lesson));
-        match read.await {
-            Ok(result) => result.map_err(|e| self.store_error(e)),
-            Err(_) => Err(self.store_error(StoreError::Timeout(self.config.store_timeout))),
-        }
+        self.timed(self.store.get(learner, lesson))
+            .await
+            .map_err(|e| self.store_error(e))
+    }
+
+    /// A store call bounded by the store timeout: a hung store is a failed call.
+    async fn timed<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let limit = self.config.store_timeout;
+        tokio::time::timeout(limit, call)
+            .await
+            .unwrap_or(Err(StoreError::Timeout(limit)))
     }
 
     fn store_error(&self, e: StoreError) -> EngineError {
@@ -220,11 +230,10 @@ impl Engine {
     /// read first: an entry evicted in between is in the store by then (I6).
     pub async fn list(&self, learner: &str) -> Result<Vec<LessonProgress>, EngineError> {
         let mut lessons = self.shard(learner).lock().lessons_of(learner);
-        let read = tokio::time::timeout(self.config.store_timeout, self.store.list(learner));
-        let stored = match read.await {
-            Ok(result) => result.map_err(|e| self.store_error(e))?,
-            Err(_) => return Err(self.store_error(StoreError::Timeout(self.config.store_timeout))),
-        };
+        let stored = self
+            .timed(self.store.list(learner))
+            .await
+            .map_err(|e| self.store_error(e))?;
         for row in stored {
             match lessons.iter_mut().find(|l| l.lesson_id == row.lesson_id) {
                 Some(l) if row.progress.supersedes(&l.progress) => l.progress = row.progress,

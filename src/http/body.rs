@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
+use hyper::body::Body;
 use hyper::body::Incoming;
 use hyper::StatusCode;
 
@@ -24,6 +25,9 @@ pub async fn read(body: Incoming, timeout: Duration) -> Result<Bytes, ApiError> 
             format!("request body is larger than {BODY_LIMIT} bytes"),
         )
     };
+    if body.size_hint().lower() > BODY_LIMIT as u64 {
+        return Err(too_large());
+    }
     let collect = Limited::new(body, BODY_LIMIT).collect();
     match tokio::time::timeout(timeout, collect).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),

@@ -164,68 +164,70 @@ mod tests {
     #[test]
     fn i5_bad_input_table() {
         let ok = r#"{"learner_id":"l1","lesson_id":"x","position_ms":5,"seq":1}"#;
-        assert_eq!(code(ok), "ok");
-        assert_eq!(
-            code(r#"{"learner_id":"l1","lesson_id":"x","position_ms":5,"seq":1,"extra":[1]}"#),
-            "ok"
-        );
-        assert_eq!(code(""), "invalid_json");
-        assert_eq!(code("nul"), "invalid_json");
-        assert_eq!(code(r#"{"learner_id":"l1""#), "invalid_json");
-        assert_eq!(code(&"[".repeat(10_000)), "invalid_json");
-        assert_eq!(
-            code(r#"{"learner_id":"l 1","lesson_id":"x","position_ms":5,"seq":1}"#),
-            "invalid_heartbeat"
-        );
-        assert_eq!(
-            code(r#"{"learner_id":"l1","lesson_id":"","position_ms":5,"seq":1}"#),
-            "invalid_heartbeat"
-        );
-        assert_eq!(
-            code(r#"{"learner_id":"l1","lesson_id":"x","position_ms":-5,"seq":1}"#),
-            "invalid_heartbeat"
-        );
-        assert_eq!(
-            code(r#"{"learner_id":"l1","lesson_id":"x","position_ms":1.5,"seq":1}"#),
-            "invalid_heartbeat"
-        );
-        assert_eq!(
-            code(r#"{"learner_id":"l1","lesson_id":"x","position_ms":9007199254740992,"seq":1}"#),
-            "invalid_heartbeat"
-        );
-        assert_eq!(
-            code(r#"{"learner_id":"l1","lesson_id":"x","position_ms":5,"seq":0}"#),
-            "invalid_heartbeat"
-        );
-        assert_eq!(
-            code(r#"{"learner_id":"l1","lesson_id":"x","position_ms":5}"#),
-            "invalid_heartbeat"
-        );
-        assert_eq!(
-            code(r#"{"learner_id":"l1","lesson_id":"x","position_ms":5,"seq":"1"}"#),
-            "invalid_heartbeat"
-        );
-        assert_eq!(
-            code(
-                r#"{"learner_id":"l1","lesson_id":"x","position_ms":5,"seq":99999999999999999999}"#
-            ),
-            "invalid_heartbeat"
-        );
-        assert_eq!(
-            code(r#"{"learner_id":"l1","lesson_id":"x","position_ms":5,"seq":1,"device_id":""}"#),
-            "invalid_heartbeat"
-        );
         let ahead = format!(
             r#"{{"learner_id":"l1","lesson_id":"x","position_ms":5,"seq":{}}}"#,
             NOW + MAX_SEQ_AHEAD_MS + 1
         );
-        assert_eq!(code(&ahead), "seq_in_future");
-        assert_eq!(code("[]"), "invalid_batch");
-        assert_eq!(
-            code(&format!("[{}]", vec![ok; MAX_BATCH + 1].join(","))),
-            "invalid_batch"
-        );
-        assert_eq!(code("42"), "invalid_json");
+        let too_many = format!("[{}]", vec![ok; MAX_BATCH + 1].join(","));
+        let deep = "[".repeat(10_000);
+        let cases: Vec<(&str, &str)> = vec![
+            (ok, "ok"),
+            (
+                r#"{"learner_id":"l1","lesson_id":"x","position_ms":5,"seq":1,"extra":[1]}"#,
+                "ok",
+            ),
+            ("", "invalid_json"),
+            ("nul", "invalid_json"),
+            (r#"{"learner_id":"l1""#, "invalid_json"),
+            (deep.as_str(), "invalid_json"),
+            (
+                r#"{"learner_id":"l 1","lesson_id":"x","position_ms":5,"seq":1}"#,
+                "invalid_heartbeat",
+            ),
+            (
+                r#"{"learner_id":"l1","lesson_id":"","position_ms":5,"seq":1}"#,
+                "invalid_heartbeat",
+            ),
+            (
+                r#"{"learner_id":"l1","lesson_id":"x","position_ms":-5,"seq":1}"#,
+                "invalid_heartbeat",
+            ),
+            (
+                r#"{"learner_id":"l1","lesson_id":"x","position_ms":1.5,"seq":1}"#,
+                "invalid_heartbeat",
+            ),
+            (
+                r#"{"learner_id":"l1","lesson_id":"x","position_ms":9007199254740992,"seq":1}"#,
+                "invalid_heartbeat",
+            ),
+            (
+                r#"{"learner_id":"l1","lesson_id":"x","position_ms":5,"seq":0}"#,
+                "invalid_heartbeat",
+            ),
+            (
+                r#"{"learner_id":"l1","lesson_id":"x","position_ms":5}"#,
+                "invalid_heartbeat",
+            ),
+            (
+                r#"{"learner_id":"l1","lesson_id":"x","position_ms":5,"seq":"1"}"#,
+                "invalid_heartbeat",
+            ),
+            (
+                r#"{"learner_id":"l1","lesson_id":"x","position_ms":5,"seq":99999999999999999999}"#,
+                "invalid_heartbeat",
+            ),
+            (
+                r#"{"learner_id":"l1","lesson_id":"x","position_ms":5,"seq":1,"device_id":""}"#,
+                "invalid_heartbeat",
+            ),
+            (ahead.as_str(), "seq_in_future"),
+            ("[]", "invalid_batch"),
+            (too_many.as_str(), "invalid_batch"),
+            ("42", "invalid_json"),
+        ];
+        for (body, want) in cases {
+            assert_eq!(code(body), want, "{body:.80}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
-use super::error::json_response;
+use super::error::{json_response, ApiError};
 use super::App;
 
 pub fn healthz() -> Response<Full<Bytes>> {
@@ -25,13 +25,8 @@ pub async fn readyz(app: &App) -> Response<Full<Bytes>> {
     };
     match problem {
         None => json_response(StatusCode::OK, &json!({"status": "ready"})),
-        Some(reason) => {
-            let body = json!({"error": {"code": "store_unavailable", "message": reason}});
-            let mut resp = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
-            resp.headers_mut()
-                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
-            resp
-        }
+        Some(reason) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", reason)
+            .into_response(),
     }
 }
 

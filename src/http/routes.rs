@@ -19,14 +19,17 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Byte
 }
 
 async fn route(app: &App, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+    // The ingest path is nearly all traffic: match it before splitting anything.
+    if req.uri().path() == "/v1/heartbeats" {
+        return match *req.method() {
+            Method::POST => ingest::post(app, req).await,
+            _ => Err(ApiError::method_not_allowed("POST")),
+        };
+    }
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = req.method().clone();
     match segments.as_slice() {
-        ["v1", "heartbeats"] => match method {
-            Method::POST => ingest::post(app, req).await,
-            _ => Err(ApiError::method_not_allowed("POST")),
-        },
         ["v1", "progress", learner] => match method {
             Method::GET => read::learner(app, req.headers(), &decode(learner)?).await,
             _ => Err(ApiError::method_not_allowed("GET")),

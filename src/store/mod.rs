@@ -11,6 +11,7 @@
 
 mod error;
 pub mod memory;
+pub mod scylla;
 pub mod sqlite;
 
 use std::sync::Arc;

@@ -87,7 +87,7 @@ fn upsert_row(
         &*row.lesson_id,
         sql_int(p.position_ms)?,
         sql_int(p.seq)?,
-        key.tiebreak,
+        key.tiebreak(),
         p.device_id.as_deref(),
         sql_int(p.updated_at_ms)?,
     ])?;
