@@ -220,7 +220,7 @@ pub struct RunConfig {
     pub settle: Duration,
     pub timeout: Duration,
     /// `Authorization` header value, from `--token`.
-    pub auth: Option<hyper::header::HeaderValue>,
+    pub auth: Option<http::HeaderValue>,
     pub report_every: Duration,
     pub json: Option<PathBuf>,
     pub quiet: bool,
@@ -238,7 +238,7 @@ fn rate_flag(name: &str, v: f64) -> Result<f64, Error> {
 
 /// `http://host:port[/]` → `host:port`.
 fn authority(target: &str) -> Result<String, Error> {
-    let uri: hyper::Uri = target
+    let uri: http::Uri = target
         .parse()
         .map_err(|e| Error::Config(format!("--target {target}: {e}")))?;
     if uri.scheme_str() != Some("http") {
@@ -360,7 +360,7 @@ impl RunArgs {
         let auth = match &self.token {
             None => None,
             Some(t) => {
-                let mut v = hyper::header::HeaderValue::from_str(&format!("Bearer {t}"))
+                let mut v = http::HeaderValue::from_str(&format!("Bearer {t}"))
                     .map_err(|_| Error::Config("--token: not a valid header value".into()))?;
                 v.set_sensitive(true);
                 Some(v)

@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::Deserialize;
 use tokio::time::Instant;
 
@@ -93,6 +92,12 @@ struct BatchAnswer {
 #[derive(Deserialize)]
 struct ReadAnswer {
     seq: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Post,
+    Get,
 }
 
 /// One finished request, as the recorder wants it.
@@ -196,11 +201,12 @@ impl Task {
         }
     }
 
-    /// Sends one request; `None` when the run is over or the budget is spent.
+    /// Sends one request, a POST of `self.buf` or a GET; `None` when the run is over or
+    /// the budget is spent.
     async fn exchange(
         &mut self,
         due: Duration,
-        post: Option<Bytes>,
+        method: Method,
         path: &str,
     ) -> Option<(Outcome, Option<Answer>, Duration, Duration)> {
         let measured = self.measured(due);
@@ -221,12 +227,10 @@ impl Task {
         }
         let conn = self.conn.as_mut()?;
         let sent = sh.elapsed();
-        let is_read = post.is_none();
-        // Boxed: the request future is large, and moving it through three async layers
-        // by value cost more than one allocation.
-        let result = match post {
-            Some(body) => Box::pin(conn.post(path, body)).await,
-            None => Box::pin(conn.get(path)).await,
+        let is_read = method == Method::Get;
+        let result = match method {
+            Method::Post => conn.post(path, &self.buf).await,
+            Method::Get => conn.get(path).await,
         };
         let done = sh.elapsed();
         let outcome = match &result {
@@ -238,7 +242,7 @@ impl Task {
             Err(ClientError::Timeout(_)) => Outcome::Timeout,
             Err(_) => Outcome::Transport,
         };
-        if result.is_err() {
+        if !conn.reusable() {
             self.conn = None;
         }
         if let (Outcome::Status(code), Ok(a), true) = (outcome, &result, self.measured(due)) {
@@ -271,10 +275,10 @@ impl Task {
     async fn post_one(&mut self, hb: Heartbeat, due: Duration) {
         self.buf.clear();
         self.shared.model.ids.push_json(&mut self.buf, &hb);
-        let body = Bytes::copy_from_slice(&self.buf);
-        let len = body.len();
+        let len = self.buf.len();
         let path = self.shared.post_path;
-        let Some((outcome, answer, sent, done)) = self.exchange(due, Some(body), path).await else {
+        let Some((outcome, answer, sent, done)) = self.exchange(due, Method::Post, path).await
+        else {
             return;
         };
         let mut applied = (0, 0);
@@ -304,10 +308,10 @@ impl Task {
     async fn post_batch(&mut self, hbs: &[Heartbeat], due: Duration) {
         self.buf.clear();
         self.shared.model.ids.push_json_array(&mut self.buf, hbs);
-        let body = Bytes::copy_from_slice(&self.buf);
-        let len = body.len();
+        let len = self.buf.len();
         let path = self.shared.post_path;
-        let Some((outcome, answer, sent, done)) = self.exchange(due, Some(body), path).await else {
+        let Some((outcome, answer, sent, done)) = self.exchange(due, Method::Post, path).await
+        else {
             return;
         };
         let mut counts = (0, 0);
@@ -346,7 +350,7 @@ impl Task {
             ids.learner(key.learner),
             Ids::lesson(key.lesson)
         );
-        let (outcome, answer, sent, done) = self.exchange(due, None, &path).await?;
+        let (outcome, answer, sent, done) = self.exchange(due, Method::Get, &path).await?;
         let received = answer.as_ref().map_or(0, |a| a.len);
         self.record(Sample {
             op: Op::Get,

@@ -300,7 +300,11 @@ async fn read_learner(
                 }
             },
         };
-        match c.get(path).await {
+        let answer = c.get(path).await;
+        if !c.reusable() {
+            *conn = None;
+        }
+        match answer {
             Ok(a) if a.status.is_success() => {
                 return serde_json::from_slice::<LearnerListing>(&a.body)
                     .map(|l| l.lessons)
@@ -308,10 +312,7 @@ async fn read_learner(
             }
             Ok(a) if a.status.as_u16() == 503 => last = "503".into(),
             Ok(a) => return Err(format!("status {}", a.status)),
-            Err(e) => {
-                *conn = None;
-                last = e.to_string();
-            }
+            Err(e) => last = e.to_string(),
         }
     }
     Err(last)
