@@ -62,12 +62,17 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
             "database schema version {version} is newer than this progressd understands ({newest})"
         )));
     }
+    let Ok(from) = usize::try_from(version) else {
+        return Err(StoreError::Fatal(format!(
+            "database schema version {version} is not one progressd ever wrote"
+        )));
+    };
     if version == newest {
         return Ok(());
     }
     let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
         .map_err(classify)?;
-    for step in &MIGRATIONS[version as usize..] {
+    for step in &MIGRATIONS[from..] {
         tx.execute_batch(step).map_err(classify)?;
     }
     tx.pragma_update(None, "user_version", newest)
@@ -94,5 +99,13 @@ mod tests {
         conn.pragma_update(None, "user_version", 99).expect("bump");
         let err = migrate(&conn).expect_err("newer schema must be refused");
         assert!(matches!(err, StoreError::Fatal(m) if m.contains("newer")));
+
+        conn.pragma_update(None, "user_version", -1)
+            .expect("tamper");
+        let err = migrate(&conn).expect_err("a negative version must be refused");
+        assert!(
+            matches!(&err, StoreError::Fatal(m) if m.contains("ever wrote")),
+            "{err:?}"
+        );
     }
 }
