@@ -12,8 +12,11 @@
 //!   Automatic checkpoints are off because they run inside a commit and stall it for
 //!   hundreds of milliseconds on this disk.
 //!
-//! Threads take jobs from crossbeam channels and answer over oneshot channels, which is
-//! how blocking work crosses into async code without tying up tokio's blocking pool.
+//! Threads take jobs from bounded crossbeam channels and answer over oneshot channels,
+//! which is how blocking work crosses into async code without tying up tokio's blocking
+//! pool. Jobs are queued with `try_send`: when a stalled disk fills a queue, the caller
+//! gets a retryable error at once instead of blocking a tokio worker (I4). A job whose
+//! caller has given up (store timeout, closed connection) is skipped, not run.
 
 mod checkpoint;
 mod reader;
@@ -25,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use crossbeam::channel::Sender;
+use crossbeam::channel::{Sender, TrySendError};
 use tokio::sync::oneshot;
 
 use super::{Store, StoreError, WriteReport};
@@ -89,9 +92,21 @@ impl SqliteStore {
         job: impl FnOnce(oneshot::Sender<T>) -> ReadJob,
     ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.reads.send(job(tx)).map_err(|_| stopped("reader"))?;
+        hand_off(&self.reads, job(tx), "reader")?;
         rx.await.map_err(|_| stopped("reader"))
     }
+}
+
+/// Queues a job for a store thread without ever blocking the async caller: a full
+/// queue means the disk is not keeping up, which is a retryable failure (the flusher
+/// backs off, a read-through answers 503), never a stalled tokio worker.
+fn hand_off<T>(queue: &Sender<T>, job: T, what: &str) -> Result<(), StoreError> {
+    queue.try_send(job).map_err(|e| match e {
+        TrySendError::Full(_) => {
+            StoreError::Unavailable(format!("sqlite {what} is behind: its queue is full"))
+        }
+        TrySendError::Disconnected(_) => stopped(what),
+    })
 }
 
 fn stopped(what: &str) -> StoreError {
@@ -102,9 +117,7 @@ fn stopped(what: &str) -> StoreError {
 impl Store for SqliteStore {
     async fn write_batch(&self, rows: Arc<[ProgressRow]>) -> Result<WriteReport, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.writes
-            .send(WriteJob { rows, reply })
-            .map_err(|_| stopped("writer"))?;
+        hand_off(&self.writes, WriteJob { rows, reply }, "writer")?;
         rx.await.map_err(|_| stopped("writer"))?
     }
 
@@ -151,4 +164,67 @@ fn is_row_poison(e: &rusqlite::Error) -> bool {
         e.sqlite_error_code(),
         Some(ConstraintViolation | TooBig | TypeMismatch)
     ) || matches!(e, rusqlite::Error::ToSqlConversionFailure(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: u64) -> ProgressRow {
+        ProgressRow {
+            learner_id: "ada".into(),
+            lesson_id: "l1".into(),
+            progress: Progress {
+                position_ms: seq * 10,
+                seq,
+                device_id: None,
+                updated_at_ms: 1,
+            },
+        }
+    }
+
+    /// I4: while another process holds the database's write lock (a stalled disk, as
+    /// the writer sees it), flush attempts that time out pile up only to the queue's
+    /// bound; the next one is refused at once as retryable instead of blocking the
+    /// tokio thread it runs on (this test's only thread). Once the lock is gone the
+    /// newest state lands.
+    #[tokio::test]
+    async fn i4_a_stalled_writer_refuses_more_work_instead_of_blocking() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.db");
+        let store = SqliteStore::open(&path, &SqliteOptions::default()).expect("open");
+        let locker = rusqlite::Connection::open(&path).expect("second connection");
+        locker
+            .execute_batch("BEGIN EXCLUSIVE")
+            .expect("take the write lock");
+
+        let attempt = |seq| {
+            tokio::time::timeout(
+                Duration::from_millis(100),
+                store.write_batch(Arc::from(vec![row(seq)])),
+            )
+        };
+        // The first waits on the lock inside the writer, the second waits in the queue.
+        assert!(attempt(1).await.is_err(), "first attempt times out");
+        assert!(attempt(2).await.is_err(), "second attempt times out");
+        match attempt(3).await {
+            Ok(Err(StoreError::Unavailable(m))) => assert!(m.contains("queue is full"), "{m}"),
+            other => panic!("expected a full-queue refusal, got {other:?}"),
+        }
+
+        locker.execute_batch("ROLLBACK").expect("release the lock");
+        let mut written = None;
+        for _ in 0..200 {
+            match store.write_batch(Arc::from(vec![row(4)])).await {
+                Ok(report) => {
+                    written = Some(report);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        assert_eq!(written.map(|r| r.written), Some(1));
+        let stored = store.get("ada", "l1").await.expect("read");
+        assert_eq!(stored.map(|p| p.seq), Some(4));
+    }
 }

@@ -50,21 +50,23 @@ pub(super) fn spawn(path: &Path, options: &SqliteOptions) -> Result<Sender<ReadJ
 
 fn run(conn: Connection, jobs: Receiver<ReadJob>) {
     for job in jobs {
-        // A requester that went away (timeout, closed connection) needs no answer.
+        // A requester that went away (timeout, closed connection) needs no answer, and
+        // its read is skipped: after a stall the queue drains at once.
         match job {
             ReadJob::Get {
                 learner,
                 lesson,
                 reply,
-            } => {
+            } if !reply.is_closed() => {
                 let _ = reply.send(get(&conn, &learner, &lesson));
             }
-            ReadJob::List { learner, reply } => {
+            ReadJob::List { learner, reply } if !reply.is_closed() => {
                 let _ = reply.send(list(&conn, &learner));
             }
-            ReadJob::Ping { reply } => {
+            ReadJob::Ping { reply } if !reply.is_closed() => {
                 let _ = reply.send(ping(&conn));
             }
+            _ => {}
         }
     }
 }

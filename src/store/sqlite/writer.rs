@@ -33,7 +33,8 @@ pub(super) struct WriteJob {
 }
 
 pub(super) fn spawn(conn: Connection) -> Result<Sender<WriteJob>, StoreError> {
-    // One batch at a time: the flusher waits for each verdict before the next.
+    // One batch queued behind the one being written: the flusher waits for each
+    // verdict, so more only queue up when it gave up on a stalled write.
     let (tx, rx) = channel::bounded(1);
     std::thread::Builder::new()
         .name("sqlite-writer".into())
@@ -44,8 +45,13 @@ pub(super) fn spawn(conn: Connection) -> Result<Sender<WriteJob>, StoreError> {
 
 fn run(mut conn: Connection, jobs: Receiver<WriteJob>) {
     for job in jobs {
+        // A flusher that gave up on this job (store timeout) has put its rows back on
+        // the dirty lists; the retry carries their newest state, so skip the stale copy.
+        if job.reply.is_closed() {
+            continue;
+        }
         let verdict = write(&mut conn, &job.rows);
-        // The flusher may have given up waiting (store timeout); the write stands anyway.
+        // The flusher may give up while the write runs; the write stands anyway.
         let _ = job.reply.send(verdict);
     }
 }
