@@ -9,6 +9,11 @@
 //! there may do so. A request that finds the cell gone retries the whole lookup: the
 //! entry made from that cell may since have changed, been flushed and evicted, and
 //! re-inserting the old loaded value would resurrect a stale state.
+//!
+//! A failed load is shared too: every request waiting on the cell gets the same error
+//! (one store timeout, not one each, in turn), and the first to see it removes the
+//! cell so the next request loads afresh. A cell whose every request went away before
+//! it was used (client disconnects) is dropped by the eviction sweep.
 
 use std::sync::Arc;
 
@@ -17,9 +22,10 @@ use tokio::sync::OnceCell;
 use super::shard::{Incoming, Merged};
 use super::{Engine, EngineError};
 use crate::model::Progress;
+use crate::store::StoreError;
 
-/// The shared result of one in-flight store read.
-pub(super) type LoadCell = OnceCell<Option<Progress>>;
+/// The shared result of one in-flight store read, failure included.
+pub(super) type LoadCell = OnceCell<Result<Option<Progress>, StoreError>>;
 
 fn load_key(learner: &str, lesson: &str) -> String {
     format!("{learner}/{lesson}")
@@ -45,15 +51,9 @@ impl Engine {
                 if self.shedding() {
                     return Err(EngineError::Overloaded);
                 }
-                guard
-                    .loading
-                    .entry(load_key(learner, lesson))
-                    .or_default()
-                    .clone()
+                guard.loading.entry(key.clone()).or_default().clone()
             };
-            let loaded = cell
-                .get_or_try_init(|| self.store_get(learner, lesson))
-                .await;
+            let loaded = cell.get_or_init(|| self.store_get(learner, lesson)).await;
             let mut guard = shard.lock();
             let ours = guard
                 .loading
@@ -62,10 +62,10 @@ impl Engine {
             let stored = match loaded {
                 Ok(stored) => stored.clone(),
                 Err(e) => {
-                    if ours && !cell.initialized() {
+                    if ours {
                         guard.loading.remove(&key);
                     }
-                    return Err(e);
+                    return Err(EngineError::StoreRead(e.clone()));
                 }
             };
             if ours && guard.entry(learner, lesson).is_none() {

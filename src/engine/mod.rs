@@ -183,14 +183,11 @@ impl Engine {
         self.dirty.load(Ordering::Relaxed) >= self.config.max_dirty_keys
     }
 
-    async fn store_get(
-        &self,
-        learner: &str,
-        lesson: &str,
-    ) -> Result<Option<Progress>, EngineError> {
+    /// One key from the store, bounded by the store timeout; a failure is counted.
+    async fn store_get(&self, learner: &str, lesson: &str) -> Result<Option<Progress>, StoreError> {
         self.timed(self.store.get(learner, lesson))
             .await
-            .map_err(|e| self.store_error(e))
+            .inspect_err(|e| self.count_store_error(e))
     }
 
     /// A store call bounded by the store timeout: a hung store is a failed call.
@@ -204,12 +201,11 @@ impl Engine {
             .unwrap_or(Err(StoreError::Timeout(limit)))
     }
 
-    fn store_error(&self, e: StoreError) -> EngineError {
+    fn count_store_error(&self, e: &StoreError) {
         self.metrics
             .store_errors
-            .get_or_create(&crate::metrics::ErrorKind::of(&e))
+            .get_or_create(&crate::metrics::ErrorKind::of(e))
             .inc();
-        EngineError::StoreRead(e)
     }
 
     /// The state of one key: memory if resident, else the store (I6: an entry is only
@@ -222,7 +218,7 @@ impl Engine {
         match resident {
             Some(state) if state.seq > 0 => Ok(Some(state)),
             Some(_) => Ok(None),
-            None => self.store_get(learner, lesson).await,
+            None => Ok(self.store_get(learner, lesson).await?),
         }
     }
 
@@ -233,7 +229,7 @@ impl Engine {
         let stored = self
             .timed(self.store.list(learner))
             .await
-            .map_err(|e| self.store_error(e))?;
+            .inspect_err(|e| self.count_store_error(e))?;
         for row in stored {
             match lessons.iter_mut().find(|l| l.lesson_id == row.lesson_id) {
                 Some(l) if row.progress.supersedes(&l.progress) => l.progress = row.progress,

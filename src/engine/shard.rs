@@ -174,33 +174,38 @@ impl Shard {
     /// Drops clean entries idle since before `idle_before_ms`, then, if the shard still
     /// holds more than `keep` entries, the least recently used clean ones. Dirty,
     /// queued and poisoned entries always stay: their state is not (only) in the store.
-    /// Returns how many entries were evicted.
+    /// Also forgets loads nobody waits for any more. Returns how many entries went.
+    ///
+    /// One pass collects access times and finds the cut-off, one `retain` drops what is
+    /// older: no key is cloned or hashed again.
     pub fn evict(&mut self, idle_before_ms: u64, keep: usize) -> usize {
-        let mut candidates: Vec<(u64, Arc<str>, Arc<str>)> = Vec::new();
-        for (learner, lessons) in &self.learners {
-            for (lesson, e) in lessons {
-                if e.evictable() {
-                    candidates.push((e.touched_ms, learner.clone(), lesson.clone()));
-                }
-            }
-        }
+        self.loading.retain(|_, cell| Arc::strong_count(cell) > 1);
+        let mut times: Vec<u64> = (self.learners.values())
+            .flat_map(|lessons| lessons.values())
+            .filter(|e| e.evictable())
+            .map(|e| e.touched_ms)
+            .collect();
         let over_cap = self.resident.saturating_sub(keep);
-        let idle = candidates.iter().filter(|c| c.0 < idle_before_ms).count();
-        let count = idle.max(over_cap).min(candidates.len());
+        let idle = times.iter().filter(|&&t| t < idle_before_ms).count();
+        let count = idle.max(over_cap).min(times.len());
         if count == 0 {
             return 0;
         }
-        if count < candidates.len() {
-            candidates.select_nth_unstable_by_key(count - 1, |c| c.0);
-        }
-        for (_, learner, lesson) in candidates.drain(..count) {
-            if let Some(lessons) = self.learners.get_mut(&learner) {
-                lessons.remove(&lesson);
-                if lessons.is_empty() {
-                    self.learners.remove(&learner);
+        let cutoff = *times.select_nth_unstable(count - 1).1;
+        // Everything touched before the cut-off goes, and as many touched exactly at it
+        // as make up `count`.
+        let mut ties = count - times.iter().filter(|&&t| t < cutoff).count();
+        self.learners.retain(|_, lessons| {
+            lessons.retain(|_, e| {
+                let go = e.evictable()
+                    && (e.touched_ms < cutoff || (e.touched_ms == cutoff && ties > 0));
+                if go && e.touched_ms == cutoff {
+                    ties -= 1;
                 }
-            }
-        }
+                !go
+            });
+            !lessons.is_empty()
+        });
         self.resident -= count;
         count
     }

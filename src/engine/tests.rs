@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use proptest::prelude::*;
+use tokio::sync::Semaphore;
 
 use super::*;
 use crate::metrics::{new_registry, Metrics};
@@ -31,6 +32,18 @@ struct FlakyStore {
     reads: AtomicUsize,
     /// Rows of this lesson are refused for good.
     poison_lesson: Option<&'static str>,
+    /// When set, each write waits for a permit: a test holds a flush mid-write.
+    write_gate: Option<Arc<Semaphore>>,
+    /// When set, each read waits for a permit: a test holds a load mid-read.
+    read_gate: Option<Arc<Semaphore>>,
+    writes_started: AtomicUsize,
+}
+
+/// Waits for one permit of `gate`, if there is a gate.
+async fn pass(gate: &Option<Arc<Semaphore>>) {
+    if let Some(gate) = gate {
+        gate.acquire().await.expect("gate open").forget();
+    }
 }
 
 fn take_one(counter: &AtomicUsize) -> bool {
@@ -42,6 +55,8 @@ fn take_one(counter: &AtomicUsize) -> bool {
 #[async_trait]
 impl Store for FlakyStore {
     async fn write_batch(&self, rows: Arc<[ProgressRow]>) -> Result<WriteReport, StoreError> {
+        self.writes_started.fetch_add(1, Ordering::SeqCst);
+        pass(&self.write_gate).await;
         if take_one(&self.stall_writes) {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
@@ -63,6 +78,7 @@ impl Store for FlakyStore {
 
     async fn get(&self, learner_id: &str, lesson_id: &str) -> Result<Option<Progress>, StoreError> {
         self.reads.fetch_add(1, Ordering::SeqCst);
+        pass(&self.read_gate).await;
         let delay = self.read_delay_ms.load(Ordering::SeqCst) as u64;
         tokio::time::sleep(Duration::from_millis(delay)).await;
         if take_one(&self.fail_reads) {
@@ -242,9 +258,10 @@ async fn i1_concurrent_shuffled_writers_converge() {
             let mut seqs: Vec<u64> = (1..=300).collect();
             let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(t);
             rand::seq::SliceRandom::shuffle(&mut seqs[..], &mut rng);
+            let mut applied = Vec::new();
             for seq in seqs {
                 let lesson = format!("lesson-{}", seq % 7);
-                apply(
+                let merged = apply(
                     &engine,
                     &format!("learner-{}", seq % 3),
                     &lesson,
@@ -252,12 +269,23 @@ async fn i1_concurrent_shuffled_writers_converge() {
                     seq * 10,
                 )
                 .await;
+                if merged.applied {
+                    applied.push(seq);
+                }
             }
+            applied
         }));
     }
+    let mut applied_by = HashMap::<u64, usize>::new();
     for t in tasks {
-        t.await.expect("writer task");
+        for seq in t.await.expect("writer task") {
+            *applied_by.entry(seq).or_default() += 1;
+        }
     }
+    assert!(
+        applied_by.values().all(|&n| n == 1),
+        "a heartbeat was applied by two racers: {applied_by:?}"
+    );
     flush_until_clean(&engine).await;
     for seq in 294..=300u64 {
         let (learner, lesson) = (
@@ -270,6 +298,11 @@ async fn i1_concurrent_shuffled_writers_converge() {
             .max()
             .expect("some");
         assert_eq!((state.seq, state.position_ms), (best, best * 10));
+        assert_eq!(
+            applied_by.get(&best),
+            Some(&1),
+            "the winner was applied once"
+        );
     }
 }
 
@@ -576,4 +609,174 @@ async fn list_merges_memory_and_store() {
         .map(|l| (&*l.lesson_id, l.progress.seq))
         .collect();
     assert_eq!(got, vec![("both", 8), ("new", 1), ("old", 3)]);
+}
+
+/// I1: a key overwritten while its flush is being written stays dirty. The flush marks
+/// clean only the generation it wrote, and the next flush carries the newer state.
+#[tokio::test]
+async fn i1_a_write_during_its_flush_stays_dirty_and_goes_out_next() {
+    let gate = Arc::new(Semaphore::new(0));
+    let store = Arc::new(FlakyStore {
+        write_gate: Some(gate.clone()),
+        ..Default::default()
+    });
+    let engine = engine_with(store.clone(), config());
+    apply(&engine, "l", "s", 1, 10).await;
+    let flush = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.flush_once().await }
+    });
+    while store.writes_started.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    assert!(apply(&engine, "l", "s", 2, 20).await.applied);
+    gate.add_permits(1);
+    flush.await.expect("flush task").expect("flush");
+    assert_eq!(stored(&store, "l", "s").await.map(|p| p.seq), Some(1));
+    assert_eq!(engine.dirty_keys(), 1, "seq 2 is not durable yet");
+
+    gate.add_permits(1);
+    engine.flush_once().await.expect("second flush");
+    assert_eq!(stored(&store, "l", "s").await.map(|p| p.seq), Some(2));
+    assert_eq!(engine.dirty_keys(), 0);
+}
+
+/// The flusher does not wait out a long interval once enough keys are dirty.
+#[tokio::test]
+async fn a_dirty_threshold_starts_a_flush_before_the_interval() {
+    let store = Arc::new(FlakyStore::default());
+    let engine = engine_with(
+        store.clone(),
+        EngineConfig {
+            flush_interval: Duration::from_secs(3600),
+            flush_dirty_threshold: 10,
+            ..config()
+        },
+    );
+    let flusher = Flusher::spawn(&engine);
+    for k in 0..10 {
+        apply(&engine, "l", &format!("s{k}"), 1, 0).await;
+    }
+    // A liveness deadline, not a timing claim: without the threshold this waits an hour.
+    let mut flushed = false;
+    for _ in 0..500 {
+        if stored(&store, "l", "s9").await.is_some() {
+            flushed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(flushed, "the threshold did not start a flush");
+    flusher.drain().await;
+}
+
+/// The single-flight cell of `learner/lesson`, if a load of it is registered.
+fn load_cell(engine: &Engine, learner: &str, lesson: &str) -> Option<Arc<loader::LoadCell>> {
+    let key = format!("{learner}/{lesson}");
+    engine.shard(learner).lock().loading.get(&key).cloned()
+}
+
+/// I4 and I6: concurrent misses on a key whose store read fails share that one
+/// failure. One read, every waiter answered with the error (a 503, never a guess) at
+/// once rather than each after its own timeout; the next request loads afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i6_a_failed_load_is_shared_by_every_waiter() {
+    let gate = Arc::new(Semaphore::new(0));
+    let store = Arc::new(FlakyStore {
+        fail_reads: AtomicUsize::new(1),
+        read_gate: Some(gate.clone()),
+        ..Default::default()
+    });
+    let engine = engine_with(store.clone(), config());
+    let waiters: Vec<_> = (0..16u64)
+        .map(|i| {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.apply("l", "s", &hb(1 + i, 0, None)).await })
+        })
+        .collect();
+    // Every waiter holds the cell (the map holds one more) before the read may end.
+    while load_cell(&engine, "l", "s").map_or(0, |c| Arc::strong_count(&c)) < 16 + 2 {
+        tokio::task::yield_now().await;
+    }
+    gate.add_permits(1);
+    for w in waiters {
+        let answer = w.await.expect("waiter");
+        assert!(
+            matches!(answer, Err(EngineError::StoreRead(_))),
+            "{answer:?}"
+        );
+    }
+    assert_eq!(store.reads.load(Ordering::SeqCst), 1);
+    assert!(
+        load_cell(&engine, "l", "s").is_none(),
+        "the failed cell is gone"
+    );
+
+    gate.add_permits(1);
+    assert!(apply(&engine, "l", "s", 1, 0).await.applied);
+    assert_eq!(store.reads.load(Ordering::SeqCst), 2);
+}
+
+/// A load whose every request went away (a client hung up mid-read) does not stay
+/// registered forever: the eviction sweep forgets it.
+#[tokio::test]
+async fn abandoned_loads_are_forgotten_by_the_sweep() {
+    let store = Arc::new(FlakyStore {
+        read_gate: Some(Arc::new(Semaphore::new(0))),
+        ..Default::default()
+    });
+    let engine = engine_with(
+        store.clone(),
+        EngineConfig {
+            shards: 1,
+            ..config()
+        },
+    );
+    let request = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.apply("l", "s", &hb(1, 0, None)).await }
+    });
+    while store.reads.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    request.abort();
+    assert!(request.await.is_err_and(|e| e.is_cancelled()));
+    assert!(load_cell(&engine, "l", "s").is_some());
+    engine.sweep(0);
+    assert!(load_cell(&engine, "l", "s").is_none());
+}
+
+/// Eviction takes idle clean entries, then the least recently used clean ones down to
+/// the shard's share; dirty and queued entries stay whatever their age (I6).
+#[test]
+fn eviction_takes_idle_then_least_recently_used_clean_entries() {
+    let mut shard = shard::Shard::default();
+    for (lesson, touched) in [("a", 10), ("b", 20), ("c", 30), ("d", 30), ("e", 40)] {
+        shard.insert_loaded("l", lesson, None, touched);
+    }
+    shard.insert_loaded("l", "dirty", None, 1);
+    let incoming = Incoming {
+        position_ms: 0,
+        seq: 1,
+        device_id: None,
+        now_ms: 1,
+    };
+    assert!(shard
+        .merge("l", "dirty", &incoming)
+        .is_some_and(|m| m.applied));
+    let left = |shard: &shard::Shard| -> Vec<String> {
+        let mut v: Vec<String> = shard.learners["l"].keys().map(|k| k.to_string()).collect();
+        v.sort();
+        v
+    };
+    // Idle before 15: only "a" ("dirty" is older but not in the store yet).
+    assert_eq!(shard.evict(15, 100), 1);
+    assert_eq!(left(&shard), ["b", "c", "d", "dirty", "e"]);
+    // Keep 3 of the 5: the two least recently used clean ones go, one of the tie at 30.
+    assert_eq!(shard.evict(0, 3), 2);
+    let kept = left(&shard);
+    assert!(kept.contains(&"dirty".to_string()) && kept.contains(&"e".to_string()));
+    assert!(!kept.contains(&"b".to_string()), "{kept:?}");
+    assert_eq!(kept.len(), 3);
+    assert_eq!(shard.resident, 3);
 }

@@ -1,7 +1,8 @@
 //! Store errors, classified so the flusher knows what a retry can fix.
 
-/// Why a store call failed.
-#[derive(Debug, thiserror::Error)]
+/// Why a store call failed. `Clone`, so one failed read-through answers every
+/// request that waited on it.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The store may succeed later: timeouts, overload, lost connections, a busy or
     /// full disk. The flusher keeps the batch dirty and retries with backoff (I4).
