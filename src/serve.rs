@@ -94,7 +94,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
 
-    let engine = Engine::new(store, args.engine_config(), metrics.clone());
+    let engine = Engine::new(store, args.engine_config(&scylla), metrics.clone());
     let (drain_tx, drain_rx) = oneshot::channel::<()>();
     let flusher = tokio::spawn(run_flusher(engine.clone(), async {
         let _ = drain_rx.await;

@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 pub use store_url::StoreUrl;
 
 use crate::engine::EngineConfig;
-use crate::store::scylla::ScyllaArgs;
+use crate::store::scylla::{ScyllaArgs, ScyllaConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -104,9 +104,9 @@ pub struct ServeArgs {
     #[arg(long, env = "PROGRESSD_FLUSH_DIRTY_THRESHOLD", default_value = "50000", value_parser = positive)]
     pub flush_dirty_threshold: usize,
 
-    /// Rows per store write (one SQLite transaction).
-    #[arg(long, env = "PROGRESSD_BATCH_ROWS", default_value = "10000", value_parser = positive)]
-    pub batch_rows: usize,
+    /// Rows per store write [default: sqlite and memory: the flush dirty threshold, so a flush it starts is one SQLite transaction; scylla: 4 × --scylla-max-in-flight, so each write finishes well inside --store-timeout and a slow cluster still makes progress one write at a time].
+    #[arg(long, env = "PROGRESSD_BATCH_ROWS", value_parser = positive)]
+    pub batch_rows: Option<usize>,
 
     /// Clean keys kept in memory beyond this are evicted, least recently used first.
     #[arg(long, env = "PROGRESSD_MAX_RESIDENT_KEYS", default_value = "2000000", value_parser = positive)]
@@ -149,12 +149,16 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    pub fn engine_config(&self) -> EngineConfig {
+    pub fn engine_config(&self, scylla: &ScyllaConfig) -> EngineConfig {
+        let batch_rows = self.batch_rows.unwrap_or(match self.store {
+            StoreUrl::Scylla(_) => 4 * scylla.max_in_flight,
+            StoreUrl::Sqlite(_) | StoreUrl::Memory => self.flush_dirty_threshold,
+        });
         EngineConfig {
             shards: self.shards,
             flush_interval: self.flush_interval,
             flush_dirty_threshold: self.flush_dirty_threshold,
-            batch_rows: self.batch_rows,
+            batch_rows,
             max_resident_keys: self.max_resident_keys,
             idle_ttl: self.idle_ttl,
             max_dirty_keys: self.max_dirty_keys,
@@ -191,5 +195,37 @@ impl ServeArgs {
             ));
         }
         Ok(secret)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(["progressd", "serve"].iter().chain(args))
+            .expect("valid arguments");
+        match cli.command {
+            Command::Serve(args) => *args,
+            Command::Migrate(_) => panic!("parsed as migrate"),
+        }
+    }
+
+    fn batch_rows(args: &[&str]) -> usize {
+        let args = serve_args(args);
+        let scylla = args.scylla.config().expect("scylla flags");
+        args.engine_config(&scylla).batch_rows
+    }
+
+    #[test]
+    fn batch_rows_default_to_what_each_store_can_finish_in_one_write() {
+        assert_eq!(batch_rows(&[]), 50_000);
+        assert_eq!(batch_rows(&["--flush-dirty-threshold", "7000"]), 7_000);
+        let scylla = ["--store", "scylla://127.0.0.1:9042/progress"];
+        assert_eq!(batch_rows(&scylla), 4 * 256);
+        let narrow = [&scylla[..], &["--scylla-max-in-flight", "16"]].concat();
+        assert_eq!(batch_rows(&narrow), 64);
+        let explicit = [&scylla[..], &["--batch-rows", "5"]].concat();
+        assert_eq!(batch_rows(&explicit), 5);
     }
 }

@@ -39,7 +39,8 @@ pub struct EngineConfig {
     pub flush_interval: Duration,
     /// A flush starts early once this many keys are dirty.
     pub flush_dirty_threshold: usize,
-    /// Rows per store write (one SQLite transaction / one Scylla wave).
+    /// Rows per store write (one SQLite transaction; for Scylla, rows written before
+    /// the flusher settles them and moves on).
     pub batch_rows: usize,
     /// Clean entries beyond this many are evicted, least recently used first.
     pub max_resident_keys: usize,
@@ -63,7 +64,7 @@ impl Default for EngineConfig {
             shards: 64,
             flush_interval: Duration::from_secs(1),
             flush_dirty_threshold: 50_000,
-            batch_rows: 10_000,
+            batch_rows: 50_000,
             max_resident_keys: 2_000_000,
             idle_ttl: Duration::from_secs(30 * 60),
             max_dirty_keys: 1_000_000,
