@@ -13,6 +13,8 @@ mod scylla_node;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use progressd::{
+    engine::{run_flusher, Engine, EngineConfig, Incoming},
+    metrics::{new_registry, Metrics},
     model::{tiebreak, ProgressRow},
     store::{
         scylla::{self, ScyllaConfig},
@@ -25,7 +27,7 @@ use scylla_proxy::{
     Condition, Node, Proxy, ProxyError, Reaction, RequestOpcode, RequestReaction, RequestRule,
     RunningProxy, ShardAwareness, WorkerError,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// A kassandra node behind a proxy; the store under test connects to the proxy.
 struct Faulty {
@@ -147,6 +149,81 @@ async fn i4_overloaded_and_write_timeouts_are_retried_until_every_row_lands() {
         overloaded + timeouts
     );
     assert_eq!(metric(&registry, "progressd_scylla_writes_in_flight"), 0.0);
+    f.stop().await;
+}
+
+/// Polls `done` every 20 ms for up to 30 s: a liveness deadline, not a timing claim.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..1500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+/// I4 through the engine and its flusher: heartbeats accepted before the cluster
+/// starts answering Overloaded to every write stay dirty across the failed flushes
+/// and their backoff; once the faults stop, the flusher's next attempt puts every
+/// accepted heartbeat in the node.
+#[tokio::test]
+async fn i4_the_engine_keeps_what_it_accepted_until_the_cluster_takes_it() {
+    let mut f = Faulty::start().await;
+    let (store, registry) = migrated_store(&url(f.addr, "ks"), &cfg(2)).await;
+    let metrics = Arc::new(Metrics::register(&mut new_registry()));
+    let config = EngineConfig {
+        flush_interval: Duration::from_millis(50),
+        retry_min: Duration::from_millis(10),
+        retry_max: Duration::from_millis(100),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(Arc::new(store), config, metrics);
+    // Few keys: each first heartbeat is a read through the proxy, a Nagle delay each.
+    let batch = rows(6, 2);
+    for r in batch.iter() {
+        let p = &r.progress;
+        let incoming = Incoming {
+            position_ms: p.position_ms,
+            seq: p.seq,
+            device_id: p.device_id.as_deref(),
+            now_ms: p.updated_at_ms,
+        };
+        let merged = engine
+            .apply(&r.learner_id, &r.lesson_id, &incoming)
+            .await
+            .expect("accepted (the read-through still works)");
+        assert!(merged.applied);
+    }
+
+    f.on_writes(
+        Condition::RequestOpcode(RequestOpcode::Execute),
+        RequestReaction::forge().overloaded(),
+    );
+    let (drain, drained) = oneshot::channel::<()>();
+    let flusher = tokio::spawn(run_flusher(engine.clone(), async {
+        let _ = drained.await;
+    }));
+    let failed_writes = || {
+        metric(
+            &registry,
+            "progressd_scylla_errors_total{kind=\"overloaded\"}",
+        )
+    };
+    eventually("two flushes fail", || failed_writes() >= 4.0).await;
+    assert!(!engine.store_healthy());
+    assert_eq!(
+        engine.dirty_keys(),
+        batch.len(),
+        "nothing accepted was dropped"
+    );
+
+    f.heal();
+    eventually("every key is clean", || engine.dirty_keys() == 0).await;
+    assert!(engine.store_healthy());
+    drain.send(()).expect("flusher alive");
+    flusher.await.expect("flusher ends");
+    f.assert_all_stored(&batch).await;
     f.stop().await;
 }
 
