@@ -108,6 +108,28 @@ async fn auth_401_and_403_cases() {
         200
     );
     assert_eq!(server.get("/v1/progress/alice").await.0, 401);
+    // Who asks is checked first: no token and a malformed id or query is still 401.
+    assert_eq!(server.get("/v1/progress/not%20an%20id").await.0, 401);
+    let (status, _) = common::decode(
+        server
+            .client
+            .post(server.url("/v1/heartbeats?ack=sometimes"))
+            .json(&mine)
+            .send()
+            .await
+            .expect("post"),
+    )
+    .await;
+    assert_eq!(status, 401);
+    // The scheme name is case-insensitive.
+    let lowercase = server
+        .client
+        .get(server.url("/v1/progress/alice/s"))
+        .header("Authorization", format!("bearer {alice}"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(lowercase.status(), 200);
     for open in ["/healthz", "/readyz", "/metrics"] {
         let status = server
             .client
@@ -172,6 +194,12 @@ fn bad_startup_values_exit_with_one_clear_line() {
         &serve(&[]),
         &[("PROGRESSD_AUTH_SECRET", "short")],
         "at least 16 bytes",
+    );
+    // No flag takes the secret itself: a command line is visible to every local user.
+    refuses(
+        &serve(&["--auth-secret", SECRET]),
+        &[],
+        "unexpected argument '--auth-secret'",
     );
     refuses(
         &serve(&[]),

@@ -61,6 +61,9 @@ fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
+/// The environment variable that may hold the auth secret itself.
+pub const AUTH_SECRET_ENV: &str = "PROGRESSD_AUTH_SECRET";
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// HTTP/1.1 listen address.
@@ -79,18 +82,9 @@ pub struct ServeArgs {
     #[arg(long, env = "PROGRESSD_FLUSH_INTERVAL", default_value = "1s", value_parser = duration)]
     pub flush_interval: Duration,
 
-    /// File holding the HS256 secret; turns on bearer-token auth. PROGRESSD_AUTH_SECRET may hold the secret itself instead.
+    /// File holding the HS256 secret; turns on bearer-token auth. The environment variable PROGRESSD_AUTH_SECRET may hold the secret itself instead (there is no flag for it: a command line is visible to every local user).
     #[arg(long, env = "PROGRESSD_AUTH_SECRET_FILE")]
     pub auth_secret_file: Option<PathBuf>,
-
-    /// The HS256 secret itself (prefer --auth-secret-file: env values can leak into process listings).
-    #[arg(
-        long = "auth-secret",
-        env = "PROGRESSD_AUTH_SECRET",
-        hide = true,
-        hide_env_values = true
-    )]
-    pub auth_secret: Option<String>,
 
     /// Allow a non-loopback listen address without auth.
     #[arg(long, env = "PROGRESSD_INSECURE_NO_AUTH")]
@@ -136,7 +130,7 @@ pub struct ServeArgs {
     #[arg(long, env = "PROGRESSD_REQUEST_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub request_timeout: Duration,
 
-    /// Longest time SIGTERM waits for in-flight requests and the final flush.
+    /// Longest time SIGTERM waits for the final flush, once in-flight requests have finished (those are bounded by --request-timeout and --durable-timeout).
     #[arg(long, env = "PROGRESSD_SHUTDOWN_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub shutdown_timeout: Duration,
 
@@ -171,7 +165,8 @@ impl ServeArgs {
     /// The auth secret from the file or the environment; `None` means auth is off.
     /// Refuses to run open on a non-loopback address unless told to.
     pub fn auth_secret(&self) -> Result<Option<Vec<u8>>, String> {
-        let secret = match (&self.auth_secret_file, &self.auth_secret) {
+        let from_env = std::env::var_os(AUTH_SECRET_ENV).filter(|v| !v.is_empty());
+        let secret = match (&self.auth_secret_file, from_env) {
             (Some(_), Some(_)) => {
                 return Err(
                     "give the auth secret once: --auth-secret-file or PROGRESSD_AUTH_SECRET".into(),
@@ -182,7 +177,7 @@ impl ServeArgs {
                     .map_err(|e| format!("--auth-secret-file {}: {e}", path.display()))?;
                 Some(text.trim_end_matches(['\n', '\r']).as_bytes().to_vec())
             }
-            (None, Some(s)) => Some(s.as_bytes().to_vec()),
+            (None, Some(s)) => Some(s.into_encoded_bytes()),
             (None, None) => None,
         };
         if secret.as_ref().is_some_and(|s| s.len() < 16) {

@@ -88,11 +88,19 @@ impl ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let unavailable =
-            |code| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.to_string());
+            |code, message: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
         match &e {
-            EngineError::Overloaded => unavailable("overloaded"),
-            EngineError::StoreRead(_) => unavailable("store_unavailable"),
-            EngineError::NotDurableYet => unavailable("not_durable_yet"),
+            EngineError::Overloaded => unavailable("overloaded", e.to_string()),
+            // The store's own words (paths, contact points) are for the operator's log
+            // and metrics, not for every client.
+            EngineError::StoreRead(cause) => {
+                tracing::debug!(error = %cause, "answering 503: the store could not be read");
+                unavailable(
+                    "store_unavailable",
+                    "the store could not be read to learn this progress; retry later".into(),
+                )
+            }
+            EngineError::NotDurableYet => unavailable("not_durable_yet", e.to_string()),
             EngineError::Refused(_) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "store_refused",

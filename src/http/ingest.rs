@@ -55,12 +55,13 @@ pub async fn post(app: &App, req: Request<Incoming>) -> Result<Response<Full<Byt
 }
 
 async fn accept(app: &App, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
-    let ack = ack_mode(req.uri().query())?;
+    // Who asks comes first: an unauthenticated caller learns nothing from a 400.
     let principal = app
         .auth
         .as_ref()
         .map(|a| a.verify(req.headers()))
         .transpose()?;
+    let ack = ack_mode(req.uri().query())?;
     let body = body::read(req.into_body(), app.body_timeout).await?;
     let now = now_ms();
     let parsed = heartbeat::parse(&body, now)?;

@@ -35,13 +35,13 @@ impl<'a> LessonView<'a> {
     }
 }
 
+/// Who asks comes first (401 before any 400), then whether the id is one, then
+/// whether the token may read it (403).
 fn check_learner(app: &App, headers: &HeaderMap, learner: &str) -> Result<(), ApiError> {
+    let principal = app.auth.as_ref().map(|a| a.verify(headers)).transpose()?;
     valid_id(learner)
         .map_err(|e| ApiError::bad_request("invalid_id", format!("learner_id {e}")))?;
-    if let Some(auth) = &app.auth {
-        auth.verify(headers)?.may_act_for(learner)?;
-    }
-    Ok(())
+    principal.map_or(Ok(()), |p| p.may_act_for(learner))
 }
 
 pub async fn lesson(
