@@ -43,8 +43,23 @@ pub enum Ack {
     Durable,
 }
 
+/// Longest duration any flag takes: far beyond any run, and far from the overflow of
+/// clock arithmetic on it.
+const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Most viewers one process models (about 100 bytes of state each).
+const MAX_VIEWERS: u64 = 100_000_000;
+/// Largest lesson catalog (the Zipf table holds 8 bytes per lesson).
+const MAX_CATALOG: u32 = 10_000_000;
+
 fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 2m)"))
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 2m)"))?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "at most {}",
+            humantime::format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +135,10 @@ pub struct RunArgs {
     /// Heartbeats per request (1 = single objects, more = JSON arrays, at most 1000).
     #[arg(long, env = "LOADGEN_BATCH", default_value_t = 1)]
     pub batch: usize,
+    /// With --batch: a partial batch is sent once its oldest heartbeat has waited this
+    /// long (size or age, whichever comes first).
+    #[arg(long, env = "LOADGEN_BATCH_WAIT", default_value = "1s", value_parser = duration)]
+    pub batch_wait: Duration,
     /// When the server should answer.
     #[arg(long, env = "LOADGEN_ACK", value_enum, default_value_t = Ack::Buffered)]
     pub ack: Ack,
@@ -186,8 +205,9 @@ pub struct EstimateArgs {
     /// then made for that run's viewers and interval).
     #[arg(long)]
     pub measured: Option<PathBuf>,
-    /// Print the figures as JSON instead of text.
-    #[arg(long)]
+    /// Print the figures as JSON instead of text (not with --measured, whose table is
+    /// text; `loadgen compare` sets two JSON reports side by side).
+    #[arg(long, conflicts_with = "measured")]
     pub json: bool,
 }
 
@@ -215,6 +235,7 @@ pub struct RunConfig {
     pub connections: usize,
     pub threads: usize,
     pub batch: usize,
+    pub batch_wait: Duration,
     pub ack: Ack,
     pub verify: bool,
     pub settle: Duration,
@@ -261,8 +282,10 @@ impl RunArgs {
     /// Checks every flag once; the error names the flag.
     pub fn into_config(self) -> Result<RunConfig, Error> {
         let authority = authority(&self.target)?;
-        if self.viewers == 0 {
-            return Err(Error::Config("--viewers must be at least 1".into()));
+        if !(1..=MAX_VIEWERS).contains(&self.viewers) {
+            return Err(Error::Config(format!(
+                "--viewers must be 1..={MAX_VIEWERS} (run several loadgen processes for more)"
+            )));
         }
         if self.interval.is_zero() {
             return Err(Error::Config("--interval must be above zero".into()));
@@ -273,10 +296,10 @@ impl RunArgs {
                 self.jitter
             )));
         }
-        if self.lessons_per_learner == 0 || self.catalog == 0 {
-            return Err(Error::Config(
-                "--lessons-per-learner and --catalog must be at least 1".into(),
-            ));
+        if self.lessons_per_learner == 0 || !(1..=MAX_CATALOG).contains(&self.catalog) {
+            return Err(Error::Config(format!(
+                "--lessons-per-learner must be at least 1 and --catalog 1..={MAX_CATALOG}"
+            )));
         }
         if !(self.zipf >= 0.0 && self.zipf.is_finite()) {
             return Err(Error::Config(format!(
@@ -308,9 +331,9 @@ impl RunArgs {
                 "--connections and --threads must be at least 1".into(),
             ));
         }
-        if self.report_every.is_zero() || self.timeout.is_zero() {
+        if self.report_every.is_zero() || self.timeout.is_zero() || self.batch_wait.is_zero() {
             return Err(Error::Config(
-                "--report-every and --timeout must be above zero".into(),
+                "--report-every, --timeout and --batch-wait must be above zero".into(),
             ));
         }
         let natural = self.viewers as f64 / self.interval.as_secs_f64();
@@ -322,7 +345,16 @@ impl RunArgs {
         }
         // A rate other than viewers/interval keeps the population and changes how often
         // each player beats.
-        let interval = self.interval.mul_f64(natural / rate);
+        let interval = Duration::try_from_secs_f64(self.interval.as_secs_f64() * natural / rate)
+            .ok()
+            .filter(|i| !i.is_zero() && *i <= MAX_DURATION)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "--rate {rate} for {} viewers puts a heartbeat interval outside 1µs..{}",
+                    self.viewers,
+                    humantime::format_duration(MAX_DURATION)
+                ))
+            })?;
         let id_prefix = match self.id_prefix {
             Some(p) => p,
             None => format!(
@@ -386,6 +418,7 @@ impl RunArgs {
             connections: self.connections,
             threads: self.threads,
             batch: self.batch,
+            batch_wait: self.batch_wait,
             ack: self.ack,
             verify: self.verify,
             settle: self.settle,
@@ -405,9 +438,13 @@ impl EstimateArgs {
                 "--interval and --flush-interval must be above zero".into(),
             ));
         }
-        if self.replication_factor == 0 || self.batch == 0 || self.scylla_node_writes <= 0.0 {
+        if self.viewers == 0
+            || self.replication_factor == 0
+            || self.batch == 0
+            || !(self.scylla_node_writes > 0.0 && self.scylla_node_writes.is_finite())
+        {
             return Err(Error::Config(
-                "--replication-factor, --batch and --scylla-node-writes must be above zero".into(),
+                "--viewers, --replication-factor, --batch and --scylla-node-writes must be above zero".into(),
             ));
         }
         Ok(EstimateInput {
@@ -469,5 +506,29 @@ mod tests {
         assert!(msg(&["--target", "http://x:1/v1"]).contains("without a path"));
         assert!(msg(&["--max", "--rate", "5"]).contains("cannot be used with"));
         assert!(msg(&["--interval", "soon"]).contains("--interval"));
+        // Values that once panicked or overflowed, refused with their flag named.
+        assert!(msg(&["--rate", "1e-300"]).contains("--rate"));
+        assert!(msg(&["--duration", "100000d"]).contains("at most"));
+        assert!(msg(&["--warmup", "100000d"]).contains("--warmup"));
+        assert!(msg(&["--catalog", "4000000000"]).contains("--catalog"));
+        assert!(msg(&["--viewers", "0"]).contains("--viewers"));
+        assert!(msg(&["--lessons-per-learner", "0"]).contains("--lessons-per-learner"));
+    }
+
+    #[test]
+    fn estimate_refuses_values_that_make_no_figure() {
+        let msg = |a: &[&str]| {
+            let mut all = vec!["loadgen", "estimate"];
+            all.extend_from_slice(a);
+            match Cli::try_parse_from(all).map(|c| c.command) {
+                Ok(Command::Estimate(e)) => e.input().err().map(|e| e.to_string()),
+                Ok(other) => panic!("expected estimate, got {other:?}"),
+                Err(e) => Some(e.to_string()),
+            }
+            .unwrap_or_default()
+        };
+        assert!(msg(&["--scylla-node-writes", "NaN"]).contains("--scylla-node-writes"));
+        assert!(msg(&["--viewers", "0"]).contains("--viewers"));
+        assert!(msg(&["--json", "--measured", "r.json"]).contains("cannot be used with"));
     }
 }

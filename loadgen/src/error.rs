@@ -4,7 +4,8 @@
 //! - 0: the command did what it was asked (for `run --verify`: every key checked out);
 //! - 1: `run --verify` found lost, stale or phantom keys, stale reads, or unreadable keys;
 //! - 2: bad arguments (clap's own usage errors use 2 as well);
-//! - 3: the command could not be carried out (target unreachable, file unreadable …).
+//! - 3: the command could not be carried out (target unreachable, file unreadable, a
+//!   load task that failed …).
 
 use std::path::PathBuf;
 
@@ -27,6 +28,9 @@ pub enum Error {
     },
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
+    /// A bug in loadgen itself (a load task panicked): the run proves nothing.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// Exit code for a `run --verify` that found problems.

@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::report::Report;
+use crate::schedule::Pacing;
 
 /// The planner's numbers.
 #[derive(Clone, Debug, PartialEq)]
@@ -199,9 +200,18 @@ pub fn versus_measured(i: &EstimateInput, r: &Report) -> String {
         ),
     ];
     let mut out = format!(
-        "predicted vs measured for the run's shape: {} viewers every {} ms, batch {}\n{:<20} {:>14} {:>14}\n",
-        r.config.viewers, r.config.interval_ms, r.config.batch, "figure", "predicted", "measured"
+        "predicted vs measured for the run's shape: {} viewers every {} ms, batch {}\n",
+        r.config.viewers, r.config.interval_ms, r.config.batch
     );
+    if r.config.pacing == Pacing::Closed {
+        out.push_str(
+            "note: a closed-loop (--max) run sends as fast as answers come back, not at the viewers' pace; the predictions describe the planned load, not this run\n",
+        );
+    }
+    out.push_str(&format!(
+        "{:<20} {:>14} {:>14}\n",
+        "figure", "predicted", "measured"
+    ));
     for (name, a, b) in rows {
         out.push_str(&format!("{name:<20} {a:>14} {b:>14}\n"));
     }

@@ -37,6 +37,9 @@ pub struct ReportConfig {
     pub connections: usize,
     pub threads: usize,
     pub batch: usize,
+    /// Longest wait of a partial batch (`--batch-wait`); absent in older reports.
+    #[serde(default)]
+    pub batch_wait_ms: u64,
     pub ack: Ack,
     pub seed: u64,
     pub id_prefix: String,
@@ -230,6 +233,7 @@ impl Report {
                 connections: cfg.connections,
                 threads: cfg.threads,
                 batch: cfg.batch,
+                batch_wait_ms: u64::try_from(cfg.batch_wait.as_millis()).unwrap_or(u64::MAX),
                 ack: cfg.ack,
                 seed: w.seed,
                 id_prefix: w.id_prefix.clone(),
@@ -310,10 +314,18 @@ impl Report {
             path: path.into(),
             source,
         })?;
-        serde_json::from_str(&text).map_err(|source| Error::Report {
+        let report: Report = serde_json::from_str(&text).map_err(|source| Error::Report {
             path: path.into(),
             source,
-        })
+        })?;
+        if report.schema != SCHEMA {
+            return Err(Error::Config(format!(
+                "{}: schema {:?}, but this loadgen reads {SCHEMA:?}",
+                path.display(),
+                report.schema
+            )));
+        }
+        Ok(report)
     }
 
     /// The human summary.
@@ -463,6 +475,12 @@ impl Report {
                 v.unreadable,
                 v.stale_reads
             );
+            if v.ok == 0 {
+                let _ = writeln!(
+                    o,
+                    "  no key was confirmed: nothing this run sent was both acknowledged and read back, so it proves nothing"
+                );
+            }
             for e in &v.examples {
                 let _ = writeln!(o, "  {e}");
             }

@@ -38,6 +38,8 @@ struct Shared {
     endpoint: Endpoint,
     pacing: Pacing,
     batch: usize,
+    /// A partial batch goes out once its oldest heartbeat has waited this long.
+    batch_wait: Duration,
     post_path: &'static str,
     start: Instant,
     /// Offset from `start` where measuring begins (the end of the warm-up).
@@ -103,15 +105,29 @@ enum Method {
 /// One finished request, as the recorder wants it.
 struct Sample {
     op: Op,
-    outcome: Outcome,
+    exchanged: Exchanged,
     due: Duration,
-    sent: Duration,
-    done: Duration,
     heartbeats: u64,
     applied: u64,
     stale: u64,
     bytes_sent: usize,
-    bytes_received: usize,
+}
+
+/// How one request went, with the times it left and was answered.
+struct Exchanged {
+    outcome: Outcome,
+    answer: Option<Answer>,
+    sent: Duration,
+    done: Duration,
+    /// Decided once, when the request was admitted: past the warm-up, so it counts
+    /// against `--requests` and goes into the report.
+    measured: bool,
+}
+
+impl Exchanged {
+    fn bytes_received(&self) -> usize {
+        self.answer.as_ref().map_or(0, |a| a.len)
+    }
 }
 
 /// One connection's share of the viewers.
@@ -124,7 +140,10 @@ struct Task {
     recorder: Arc<Mutex<Recorder>>,
     conn: Option<Conn>,
     buf: Vec<u8>,
+    /// Heartbeats waiting for the next request (a batch filling up).
     pending: Vec<Heartbeat>,
+    /// Due time of the oldest of them.
+    pending_since: Option<Duration>,
 }
 
 impl Task {
@@ -135,27 +154,28 @@ impl Task {
             let Some((due, v)) = self.schedule.pop() else {
                 break;
             };
-            if sh.pacing == Pacing::Open && due > sh.elapsed() {
-                let wake = sh.start + due;
-                if due.saturating_sub(sh.elapsed()) < LONG_WAIT {
-                    tokio::time::sleep_until(wake).await;
-                } else {
-                    let mut stopped = sh.stopped.subscribe();
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(wake) => {}
-                        _ = stopped.wait_for(|s| *s) => break,
-                    }
-                }
+            if self
+                .pending_since
+                .is_some_and(|since| due.saturating_sub(since) >= sh.batch_wait)
+            {
+                self.send_pending().await;
+            }
+            let send_at = sh.pacing.send_at(due, sh.elapsed());
+            if send_at > sh.elapsed() && !self.wait_until(send_at).await {
+                break;
             }
             let now = now_ms();
             match self.viewers[v].step(&model, now) {
                 Event::Beat { hb, duplicate } => {
-                    self.pending.push(hb);
+                    self.queue(hb, due);
                     if duplicate {
-                        self.pending.push(hb);
+                        self.queue(hb, due);
                     }
                 }
-                Event::Swapped { newer, older } => self.pending.extend([newer, older]),
+                Event::Swapped { newer, older } => {
+                    self.queue(newer, due);
+                    self.queue(older, due);
+                }
                 Event::Held => {}
                 Event::Backlog(hbs) => {
                     for chunk in hbs.chunks(1000) {
@@ -165,13 +185,13 @@ impl Task {
                 Event::Switch(key) => {
                     let seq = self.read(key, due).await;
                     let hb = self.viewers[v].resume(&model, seq, now_ms());
-                    self.pending.push(hb);
+                    self.queue(hb, due);
                 }
             }
             let gap = model.gap(self.viewers[v].rng());
             self.schedule.push(due + gap, v);
             if self.pending.len() >= sh.batch {
-                self.send_pending(due).await;
+                self.send_pending().await;
             }
         }
         // Heartbeats still pending (a partial batch) were never sent: the run is over,
@@ -179,14 +199,41 @@ impl Task {
         self.ledger
     }
 
-    async fn send_pending(&mut self, due: Duration) {
+    /// Waits until `at` (an offset from the start); false when the run ended first.
+    async fn wait_until(&self, at: Duration) -> bool {
+        let sh = &self.shared;
+        let wake = sh.start + at;
+        if at.saturating_sub(sh.elapsed()) < LONG_WAIT {
+            tokio::time::sleep_until(wake).await;
+            return true;
+        }
+        let mut stopped = sh.stopped.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => true,
+            _ = stopped.wait_for(|s| *s) => false,
+        }
+    }
+
+    /// Adds a heartbeat due at `due` to the next request.
+    fn queue(&mut self, hb: Heartbeat, due: Duration) {
+        self.pending.push(hb);
+        self.pending_since.get_or_insert(due);
+    }
+
+    /// Sends what is queued: one request per heartbeat, or arrays of up to `--batch`.
+    /// Latency counts from the due time of the oldest heartbeat queued, so the time a
+    /// heartbeat waits for its batch to fill is part of what the report shows.
+    async fn send_pending(&mut self) {
+        let Some(due) = self.pending_since.take() else {
+            return;
+        };
         let mut pending = std::mem::take(&mut self.pending);
         if self.shared.batch == 1 {
             for hb in pending.drain(..) {
                 self.post_one(hb, due).await;
             }
         } else {
-            for chunk in pending.chunks(1000) {
+            for chunk in pending.chunks(self.shared.batch) {
                 self.post_batch(chunk, due).await;
             }
             pending.clear();
@@ -203,12 +250,7 @@ impl Task {
 
     /// Sends one request, a POST of `self.buf` or a GET; `None` when the run is over or
     /// the budget is spent.
-    async fn exchange(
-        &mut self,
-        due: Duration,
-        method: Method,
-        path: &str,
-    ) -> Option<(Outcome, Option<Answer>, Duration, Duration)> {
+    async fn exchange(&mut self, due: Duration, method: Method, path: &str) -> Option<Exchanged> {
         let measured = self.measured(due);
         if !self.shared.admit(measured) {
             return None;
@@ -221,13 +263,18 @@ impl Task {
                     // Do not spin on a refused connection; the request counts as failed.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     let t = sh.elapsed();
-                    return Some((Outcome::Transport, None, t, t));
+                    return Some(Exchanged {
+                        outcome: Outcome::Transport,
+                        answer: None,
+                        sent: t,
+                        done: t,
+                        measured,
+                    });
                 }
             }
         }
         let conn = self.conn.as_mut()?;
         let sent = sh.elapsed();
-        let is_read = method == Method::Get;
         let result = match method {
             Method::Post => conn.post(path, &self.buf).await,
             Method::Get => conn.get(path).await,
@@ -236,7 +283,7 @@ impl Task {
         let outcome = match &result {
             Ok(a) if a.status.is_success() => Outcome::Ok,
             // "Nothing known" is a valid answer to a read; verification judges it.
-            Ok(a) if is_read && a.status.as_u16() == 404 => Outcome::Ok,
+            Ok(a) if method == Method::Get && a.status.as_u16() == 404 => Outcome::Ok,
             Ok(a) if a.status.as_u16() == 503 => Outcome::Backpressure,
             Ok(a) => Outcome::Status(a.status.as_u16()),
             Err(ClientError::Timeout(_)) => Outcome::Timeout,
@@ -245,30 +292,37 @@ impl Task {
         if !conn.reusable() {
             self.conn = None;
         }
-        if let (Outcome::Status(code), Ok(a), true) = (outcome, &result, self.measured(due)) {
+        if let (Outcome::Status(code), Ok(a), true) = (outcome, &result, measured) {
             if let Ok(mut r) = self.recorder.lock() {
                 r.status(code, &a.body);
             }
         }
-        Some((outcome, result.ok(), sent, done))
+        Some(Exchanged {
+            outcome,
+            answer: result.ok(),
+            sent,
+            done,
+            measured,
+        })
     }
 
     fn record(&self, s: Sample) {
-        if !self.measured(s.due) {
+        let x = &s.exchanged;
+        if !x.measured {
             return;
         }
-        let latency = self.shared.pacing.latency(s.due, s.sent, s.done);
+        let latency = self.shared.pacing.latency(s.due, x.sent, x.done);
         if let Ok(mut r) = self.recorder.lock() {
-            r.record(s.op, s.outcome, latency);
+            r.record(s.op, x.outcome, latency);
             let c = &mut r.counters;
             c.heartbeats_sent += s.heartbeats;
-            if s.outcome == Outcome::Ok {
+            if x.outcome == Outcome::Ok {
                 c.heartbeats_acked += s.heartbeats;
             }
             c.applied += s.applied;
             c.stale += s.stale;
             c.bytes_sent += s.bytes_sent as u64;
-            c.bytes_received += s.bytes_received as u64;
+            c.bytes_received += x.bytes_received() as u64;
         }
     }
 
@@ -277,31 +331,26 @@ impl Task {
         self.shared.model.ids.push_json(&mut self.buf, &hb);
         let len = self.buf.len();
         let path = self.shared.post_path;
-        let Some((outcome, answer, sent, done)) = self.exchange(due, Method::Post, path).await
-        else {
+        let Some(x) = self.exchange(due, Method::Post, path).await else {
             return;
         };
-        let mut applied = (0, 0);
         if let Some(l) = &mut self.ledger {
-            l.sent(&hb, outcome == Outcome::Ok);
+            l.sent(&hb, x.outcome == Outcome::Ok);
         }
-        if let (Outcome::Ok, Some(a)) = (outcome, &answer) {
+        let mut applied = (0, 0);
+        if let (Outcome::Ok, Some(a)) = (x.outcome, &x.answer) {
             if let Ok(s) = serde_json::from_slice::<SingleAnswer>(&a.body) {
                 applied = if s.applied { (1, 0) } else { (0, 1) };
             }
         }
-        let received = answer.as_ref().map_or(0, |a| a.len);
         self.record(Sample {
             op: Op::Post,
-            outcome,
+            exchanged: x,
             due,
-            sent,
-            done,
             heartbeats: 1,
             applied: applied.0,
             stale: applied.1,
             bytes_sent: len,
-            bytes_received: received,
         });
     }
 
@@ -310,34 +359,28 @@ impl Task {
         self.shared.model.ids.push_json_array(&mut self.buf, hbs);
         let len = self.buf.len();
         let path = self.shared.post_path;
-        let Some((outcome, answer, sent, done)) = self.exchange(due, Method::Post, path).await
-        else {
+        let Some(x) = self.exchange(due, Method::Post, path).await else {
             return;
         };
-        let mut counts = (0, 0);
         if let Some(l) = &mut self.ledger {
             for hb in hbs {
-                l.sent(hb, outcome == Outcome::Ok);
+                l.sent(hb, x.outcome == Outcome::Ok);
             }
         }
-        if let (Outcome::Ok, Some(a)) = (outcome, &answer) {
+        let mut counts = (0, 0);
+        if let (Outcome::Ok, Some(a)) = (x.outcome, &x.answer) {
             if let Ok(b) = serde_json::from_slice::<BatchAnswer>(&a.body) {
                 counts = (b.applied, b.stale);
             }
         }
-        let received = answer.as_ref().map_or(0, |a| a.len);
-        let n = hbs.len() as u64;
         self.record(Sample {
             op: Op::Batch,
-            outcome,
+            exchanged: x,
             due,
-            sent,
-            done,
-            heartbeats: n,
+            heartbeats: hbs.len() as u64,
             applied: counts.0,
             stale: counts.1,
             bytes_sent: len,
-            bytes_received: received,
         });
     }
 
@@ -350,26 +393,25 @@ impl Task {
             ids.learner(key.learner),
             Ids::lesson(key.lesson)
         );
-        let (outcome, answer, sent, done) = self.exchange(due, Method::Get, &path).await?;
-        let received = answer.as_ref().map_or(0, |a| a.len);
+        let x = self.exchange(due, Method::Get, &path).await?;
+        // `None`: no usable answer; `Some(0)`: the server knows nothing of the key.
+        let server_seq = x.answer.as_ref().and_then(|a| match a.status.as_u16() {
+            200 => serde_json::from_slice::<ReadAnswer>(&a.body)
+                .ok()
+                .map(|r| r.seq),
+            404 => Some(0),
+            _ => None,
+        });
         self.record(Sample {
             op: Op::Get,
-            outcome,
+            exchanged: x,
             due,
-            sent,
-            done,
             heartbeats: 0,
             applied: 0,
             stale: 0,
             bytes_sent: 0,
-            bytes_received: received,
         });
-        let a = answer?;
-        let seq = match a.status.as_u16() {
-            200 => serde_json::from_slice::<ReadAnswer>(&a.body).ok()?.seq,
-            404 => 0,
-            _ => return None,
-        };
+        let seq = server_seq?;
         let seq = (seq > 0).then_some(seq);
         if let Some(l) = &mut self.ledger {
             l.read(key, seq, ids);
@@ -495,16 +537,43 @@ pub async fn run(cfg: RunConfig) -> Result<Report, Error> {
         target: cfg.target.clone(),
         message: e.to_string(),
     })?;
-    let server_start = ServerSnapshot::scrape(&endpoint).await;
+    // Without a warm-up the server's counters are read before any load; with one, the
+    // moment it ends (below), so the server figures cover the measured window only.
+    let mut server_start = if cfg.warmup.is_zero() {
+        ServerSnapshot::scrape(&endpoint).await
+    } else {
+        None
+    };
     let model = Model::new(cfg.workload.clone());
     let tasks_n = cfg
         .connections
         .min(usize::try_from(cfg.workload.viewers).unwrap_or(usize::MAX));
+    // Viewers, timetables and connections are ready before the clock starts: setup
+    // must not show up as latency of the first requests.
+    let mut parts = Vec::with_capacity(tasks_n);
+    for t in 0..tasks_n {
+        let slots: Vec<u64> = (t as u64..cfg.workload.viewers).step_by(tasks_n).collect();
+        let viewers: Vec<Viewer> = slots.iter().map(|&s| Viewer::new(&model, s)).collect();
+        let schedule = Schedule::spread(
+            &slots,
+            cfg.workload.viewers,
+            cfg.workload.interval,
+            cfg.workload.interval.mul_f64(1.0 + cfg.workload.jitter),
+        );
+        parts.push((viewers, schedule));
+    }
+    // Connections last, so none idles through the setup of a large population. One
+    // that cannot be opened now is retried by its task.
+    let mut conns = Vec::with_capacity(tasks_n);
+    for _ in 0..tasks_n {
+        conns.push(Conn::connect(&endpoint).await.ok());
+    }
     let shared = Arc::new(Shared {
         model: model.clone(),
         endpoint: endpoint.clone(),
         pacing: cfg.pacing,
         batch: cfg.batch,
+        batch_wait: cfg.batch_wait,
         post_path: match cfg.ack {
             Ack::Buffered => "/v1/heartbeats",
             Ack::Durable => "/v1/heartbeats?ack=durable",
@@ -518,25 +587,19 @@ pub async fn run(cfg: RunConfig) -> Result<Report, Error> {
     });
     let mut recorders = Vec::with_capacity(tasks_n);
     let mut handles = Vec::with_capacity(tasks_n);
-    for t in 0..tasks_n {
-        let slots: Vec<u64> = (t as u64..cfg.workload.viewers).step_by(tasks_n).collect();
-        let viewers = slots.iter().map(|&s| Viewer::new(&model, s)).collect();
+    for ((viewers, schedule), conn) in parts.into_iter().zip(conns) {
         let recorder = Arc::new(Mutex::new(Recorder::default()));
         recorders.push(recorder.clone());
         let task = Task {
             shared: shared.clone(),
-            schedule: Schedule::spread(
-                &slots,
-                cfg.workload.viewers,
-                cfg.workload.interval,
-                cfg.workload.interval.mul_f64(1.0 + cfg.workload.jitter),
-            ),
+            schedule,
             viewers,
             ledger: cfg.verify.then(Ledger::default),
             recorder,
-            conn: None,
+            conn,
             buf: Vec::with_capacity(256 * cfg.batch),
             pending: Vec::with_capacity(cfg.batch + 2),
+            pending_since: None,
         };
         handles.push(tokio::spawn(task.drive()));
     }
@@ -572,6 +635,9 @@ pub async fn run(cfg: RunConfig) -> Result<Report, Error> {
         if cpu_start.is_none() && shared.elapsed() >= cfg.warmup {
             cpu_start = cpu_seconds();
             rep.row_cpu = cpu_start;
+            if !cfg.warmup.is_zero() {
+                server_start = ServerSnapshot::scrape(&endpoint).await;
+            }
         }
         let done = shared.stop.load(Ordering::Relaxed)
             || end.is_some_and(|e| shared.elapsed() >= e)
@@ -598,8 +664,12 @@ pub async fn run(cfg: RunConfig) -> Result<Report, Error> {
     let cpu_end = cpu_seconds();
     let mut ledger = Ledger::default();
     for h in handles {
-        if let Ok(Some(l)) = h.await {
-            ledger.merge(l);
+        // A task that panicked took its part of the ledger with it: nothing it sent
+        // could be verified, so the run fails instead of passing on the rest.
+        match h.await {
+            Ok(Some(l)) => ledger.merge(l),
+            Ok(None) => {}
+            Err(e) => return Err(Error::Internal(format!("a load task failed: {e}"))),
         }
     }
     let iv = drain(&recorders);

@@ -5,7 +5,8 @@
 //! the reporter takes the interval's figures once a second and folds them into the run
 //! total, so the hot path never waits on another task. A 503 is counted as
 //! back-pressure, apart from errors: it is the server protecting itself as the API
-//! promises, not a failure.
+//! promises, not a failure. Every request that reached the server is in the latency
+//! histograms, timeouts included (at the moment they were given up).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -189,9 +190,13 @@ impl Recorder {
         e.0 += 1;
     }
 
+    /// Counts a request and, unless it never reached the server (a refused or reset
+    /// connection), records its latency. Error statuses are answers like any other,
+    /// and a timeout is recorded at the moment it was given up: leaving out the slowest
+    /// requests would hide exactly the stalls the corrected figure exists to show.
     pub fn record(&mut self, op: Op, outcome: Outcome, latency: Latency) {
         self.counters.count(outcome);
-        if outcome == Outcome::Ok || outcome == Outcome::Backpressure {
+        if outcome != Outcome::Transport {
             self.ops[op.index()].record(latency);
             let lag = latency.corrected.saturating_sub(latency.uncorrected);
             let _ = self.send_lag.record(micros(lag));
@@ -276,7 +281,11 @@ const USER_HZ: f64 = 100.0;
 /// CPU seconds (user + system) this process has used, from `/proc/self/stat`; `None`
 /// where that file does not exist or cannot be parsed.
 pub fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_seconds_of(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+/// User + system CPU seconds from the text of a `/proc/<pid>/stat` file.
+fn cpu_seconds_of(stat: &str) -> Option<f64> {
     // The command name (field 2) may contain spaces; the fields after it are plain.
     let rest = stat.get(stat.rfind(')')? + 1..)?;
     let mut fields = rest.split_whitespace();
@@ -299,20 +308,24 @@ mod tests {
     }
 
     #[test]
-    fn backpressure_is_not_an_error_and_errors_have_no_latency() {
+    fn backpressure_is_not_an_error_and_only_unsent_requests_have_no_latency() {
         let mut r = Recorder::default();
         r.record(Op::Post, Outcome::Ok, l(100, 100));
         r.record(Op::Post, Outcome::Backpressure, l(200, 150));
         r.record(Op::Post, Outcome::Transport, l(5, 5));
-        r.record(Op::Get, Outcome::Timeout, l(5, 5));
-        assert_eq!(r.counters.requests, 4);
+        r.record(Op::Get, Outcome::Timeout, l(10_000_000, 10_000_000));
+        r.record(Op::Get, Outcome::Status(500), l(300, 300));
+        assert_eq!(r.counters.requests, 5);
         assert_eq!(r.counters.backpressure, 1);
-        assert_eq!(r.counters.errors(), 2);
+        assert_eq!(r.counters.errors(), 3);
         assert_eq!(r.op(Op::Post).corrected.len(), 2);
-        assert_eq!(r.op(Op::Get).corrected.len(), 0);
         let s = Summary::of(&r.op(Op::Post).uncorrected);
         assert_eq!(s.count, 2);
         assert!(s.max >= 150 && s.max < 152);
+        // The timeout is the slowest request of the run, not a missing one.
+        let gets = Summary::of(&r.op(Op::Get).corrected);
+        assert_eq!(gets.count, 2);
+        assert!(gets.max >= 9_990_000, "{gets:?}");
     }
 
     #[test]
@@ -340,6 +353,15 @@ mod tests {
         assert_eq!(total.counters.ok, 2);
         assert_eq!(Summary::of(&total.op(Op::Batch).corrected).count, 2);
         assert_eq!(Summary::of(&total.all_corrected()).count, 2);
+    }
+
+    #[test]
+    fn cpu_time_is_utime_plus_stime_in_user_hz() {
+        // A real line's shape: the name holds a space and a parenthesis; utime (field
+        // 14) is 250 ticks, stime (15) 50 ticks, the fields around them differ.
+        let line = "4242 (load gen) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 7 9 20 0 3 0";
+        assert_eq!(cpu_seconds_of(line), Some(3.0));
+        assert_eq!(cpu_seconds_of("4242 (truncated"), None);
     }
 
     #[test]

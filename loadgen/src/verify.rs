@@ -169,9 +169,12 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
-    /// No lost, stale or phantom key, no stale read, and every key was read.
+    /// No lost, stale or phantom key, no stale read, every key was read, and at least
+    /// one key was confirmed: a run whose every write failed (all 503s or timeouts)
+    /// proved nothing, and does not pass.
     pub fn passed(&self) -> bool {
-        self.lost + self.stale + self.phantom + self.unreadable + self.stale_reads == 0
+        self.ok > 0
+            && self.lost + self.stale + self.phantom + self.unreadable + self.stale_reads == 0
     }
 
     fn example(&mut self, s: String) {
@@ -219,10 +222,18 @@ pub fn judge_learner(
         learners: 1,
         ..VerifyReport::default()
     };
-    let held: HashMap<Option<u32>, &ServerLesson> = server
-        .iter()
-        .map(|l| (Ids::parse_lesson(&l.lesson_id), l))
-        .collect();
+    let mut held: HashMap<Option<u32>, &ServerLesson> = HashMap::with_capacity(server.len());
+    for l in server {
+        let lesson = Ids::parse_lesson(&l.lesson_id);
+        // Ids this run never renders are phantoms anyway (counted below, once each).
+        if held.insert(lesson, l).is_some() && lesson.is_some() {
+            v.phantom += 1;
+            v.example(format!(
+                "phantom: {learner_id}/{} is listed more than once",
+                l.lesson_id
+            ));
+        }
+    }
     for &(lesson, r) in expected {
         v.keys += 1;
         let name = format!("{learner_id}/{}", Ids::lesson(lesson));
@@ -434,6 +445,19 @@ mod tests {
         assert_eq!(judge(&l, &[server(1, 10, 999)]).phantom, 1);
         let extra = judge(&l, &[server(1, 10, 100), server(7, 1, 1)]);
         assert_eq!((extra.ok, extra.phantom), (1, 1));
+        // One lesson listed twice (say, from memory and from the store) is a bug too.
+        let twice = judge(&l, &[server(1, 10, 100), server(1, 10, 100)]);
+        assert_eq!(twice.phantom, 1);
+        assert!(twice.examples[0].contains("more than once"), "{twice:?}");
+    }
+
+    #[test]
+    fn a_run_where_nothing_was_acknowledged_proves_nothing_and_fails() {
+        let mut l = Ledger::default();
+        l.sent(&hb(1, 10, 100), false);
+        let v = judge(&l, &[]);
+        assert_eq!((v.ok, v.unconfirmed, v.lost), (0, 1, 0));
+        assert!(!v.passed());
     }
 
     #[test]

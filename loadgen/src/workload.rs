@@ -477,9 +477,13 @@ mod tests {
 
     #[test]
     fn seq_follows_the_hybrid_clock_and_never_goes_back() {
-        let model = Model::new(config());
+        let model = Model::new(WorkloadConfig {
+            churn_rate: 0.05,
+            ..config()
+        });
         let mut v = Viewer::new(&model, 3);
-        let mut last = 0;
+        // Per learner: a churned slot's new learner starts its own clock.
+        let mut last: std::collections::HashMap<u64, u64> = Default::default();
         // The clock stands still: seq must still grow by one per heartbeat.
         for _ in 0..500 {
             let seqs: Vec<u64> = match v.step(&model, 1_000) {
@@ -487,13 +491,20 @@ mod tests {
                 Event::Swapped { newer, older } => vec![older.seq, newer.seq],
                 Event::Held => vec![],
                 Event::Backlog(b) => b.iter().map(|h| h.seq).collect(),
-                Event::Switch(_) => vec![v.resume(&model, Some(last + 100), 1_000).seq],
+                Event::Switch(_) => {
+                    let above = last.get(&v.learner).copied().unwrap_or(0) + 100;
+                    let hb = v.resume(&model, Some(above), 1_000);
+                    assert!(hb.seq > above, "a new device continues above the server");
+                    vec![hb.seq]
+                }
             };
+            let prev = last.entry(v.learner).or_default();
             for s in seqs {
-                assert!(s > last || v.generation > 0, "{s} after {last}");
-                last = s;
+                assert!(s > *prev, "{s} after {prev} for learner {}", v.learner);
+                *prev = s;
             }
         }
+        assert!(v.generation > 0, "the slot churned to other learners");
         let mut w = Viewer::new(&model, 4);
         match w.step(&model, 1_700_000_000_000) {
             Event::Beat { hb, .. } => assert_eq!(hb.seq, 1_700_000_000_000),
