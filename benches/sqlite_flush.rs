@@ -1,5 +1,5 @@
-//! SQLite flush throughput: one flush of 10 k and 100 k dirty rows (random keys over a
-//! 250 k-key table that already holds every key, the steady state), through the real
+//! SQLite flush throughput: one flush of 10 k and 100 k dirty rows (distinct random keys
+//! over a 250 k-key table that already holds every key, the steady state), through the real
 //! store: sort, one transaction of conditional upserts, one fsync. Compare with
 //! `../shared/perf-ref` ref-sqlite (~100 k rows/s tuned). `cargo bench --bench sqlite_flush`.
 
@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use progressd::model::{Progress, ProgressRow};
 use progressd::store::sqlite::{SqliteOptions, SqliteStore};
 use progressd::store::Store;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
 const KEYS: usize = 250_000;
 
@@ -44,8 +44,10 @@ fn flush(c: &mut Criterion) {
             b.iter_batched(
                 || {
                     seq += 1;
-                    (0..rows)
-                        .map(|_| row(rng.random_range(0..KEYS), seq))
+                    // Distinct keys, as in a real flush: the dirty set holds a key once.
+                    rand::seq::index::sample(&mut rng, KEYS, rows)
+                        .into_iter()
+                        .map(|k| row(k, seq))
                         .collect::<Arc<[ProgressRow]>>()
                 },
                 |batch| rt.block_on(store.write_batch(batch)).expect("flush"),
