@@ -79,10 +79,7 @@ async fn accept(app: &App, req: Request<Incoming>) -> Result<Response<Full<Bytes
 
     let reply = match &parsed {
         Parsed::Single(hb) => {
-            let m = app
-                .engine
-                .apply(&hb.learner_id, &hb.lesson_id, &hb.incoming(now))
-                .await?;
+            let m = apply_one(app, hb, now).await?;
             json_response(
                 StatusCode::OK,
                 &SingleReply {
