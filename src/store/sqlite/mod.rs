@@ -220,10 +220,7 @@ mod tests {
                 }
             }
         }
-        assert!(
-            refused.is_some_and(|n| n >= 3),
-            "refused at attempt {refused:?}"
-        );
+        assert!(refused.is_some(), "no attempt was refused");
 
         locker.execute_batch("ROLLBACK").expect("release the lock");
         let mut written = None;
