@@ -22,7 +22,9 @@ use progressd::{
     },
 };
 use prometheus_client::registry::Registry;
-use scylla_node::{metric, migrated_store, row, rows, test_config, url, KassandraNode};
+use scylla_node::{
+    assert_all_stored, metric, migrated_store, row, rows, test_config, url, KassandraNode,
+};
 use scylla_proxy::{
     Condition, Node, Proxy, ProxyError, Reaction, RequestOpcode, RequestReaction, RequestRule,
     RunningProxy, ShardAwareness, WorkerError,
@@ -65,16 +67,7 @@ impl Faulty {
         let direct = scylla::open(&url(self.node.addr, "ks"), &test_config(), &mut registry)
             .await
             .expect("open directly on the node");
-        for r in batch {
-            let got = direct.get(&r.learner_id, &r.lesson_id).await.expect("get");
-            assert_eq!(
-                got.as_ref(),
-                Some(&r.progress),
-                "{}/{}",
-                r.learner_id,
-                r.lesson_id
-            );
-        }
+        assert_all_stored(&direct, batch).await;
     }
 
     /// Applies `reaction` to the next `times` row writes (EXECUTE requests).

@@ -18,7 +18,9 @@ use progressd::{
     store::{scylla, Store, StoreError},
 };
 use prometheus_client::registry::Registry;
-use scylla_node::{metric, migrated_store, row, rows, test_config, url, KassandraNode};
+use scylla_node::{
+    assert_all_stored, metric, migrated_store, row, rows, test_config, url, KassandraNode,
+};
 
 #[tokio::test]
 async fn migrate_is_idempotent_and_open_prepares_every_statement() {
@@ -88,16 +90,7 @@ async fn written_rows_come_back_through_get_and_list() {
     assert_eq!(report.written, batch.len());
     assert!(report.rejected.is_empty());
 
-    for r in &batch {
-        let got = store.get(&r.learner_id, &r.lesson_id).await.expect("get");
-        assert_eq!(
-            got.as_ref(),
-            Some(&r.progress),
-            "{}/{}",
-            r.learner_id,
-            r.lesson_id
-        );
-    }
+    assert_all_stored(&store, &batch).await;
     let mut listed = store.list("learner-3").await.expect("list");
     listed.sort_by(|a, b| a.lesson_id.cmp(&b.lesson_id));
     let expected: Vec<_> = batch
@@ -139,10 +132,7 @@ async fn i4_rewriting_the_same_batch_is_idempotent() {
         let report = store.write_batch(Arc::clone(&batch)).await.expect("write");
         assert_eq!(report.written, batch.len());
     }
-    for r in batch.iter() {
-        let got = store.get(&r.learner_id, &r.lesson_id).await.expect("get");
-        assert_eq!(got, Some(r.progress.clone()));
-    }
+    assert_all_stored(&store, &batch).await;
     assert_eq!(store.list("learner-0").await.expect("list").len(), 3);
 }
 

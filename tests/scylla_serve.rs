@@ -38,15 +38,7 @@ async fn i3_durable_heartbeats_are_in_the_node_and_i2_a_clean_stop_drains_the_re
     assert_eq!((status, &body["seq"]), (200, &json!(10)));
     let (status, _) = server.get("/readyz").await;
     assert_eq!(status, 200);
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = server.metrics_text().await;
     assert!(
         metrics.contains("progressd_scylla_write_seconds_count"),
         "{metrics}"

@@ -134,17 +134,21 @@ impl Server {
         decode(resp).await
     }
 
-    /// The value of one un-labelled metric from `/metrics`.
-    pub async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .client
+    /// The whole `/metrics` page.
+    pub async fn metrics_text(&self) -> String {
+        self.client
             .get(self.url("/metrics"))
             .send()
             .await
             .expect("metrics")
             .text()
             .await
-            .expect("text");
+            .expect("text")
+    }
+
+    /// The value of one un-labelled metric from `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics_text().await;
         text.lines()
             .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
             .and_then(|v| v.trim().parse().ok())

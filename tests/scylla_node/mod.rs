@@ -21,7 +21,10 @@ use kassandra::{
 };
 use progressd::{
     model::{Progress, ProgressRow},
-    store::scylla::{self, Replication, ScyllaConfig, ScyllaStore, ScyllaUrl},
+    store::{
+        scylla::{self, Replication, ScyllaConfig, ScyllaStore, ScyllaUrl},
+        Store,
+    },
 };
 use prometheus_client::{encoding::text::encode, registry::Registry};
 use tokio::{
@@ -114,6 +117,20 @@ pub async fn migrated_store(url: &ScyllaUrl, cfg: &ScyllaConfig) -> (ScyllaStore
     let mut registry = Registry::with_prefix("progressd");
     let store = scylla::open(url, cfg, &mut registry).await.expect("open");
     (store, registry)
+}
+
+/// Asserts every row of `batch` reads back from `store` exactly as written.
+pub async fn assert_all_stored(store: &ScyllaStore, batch: &[ProgressRow]) {
+    for r in batch {
+        let got = store.get(&r.learner_id, &r.lesson_id).await.expect("get");
+        assert_eq!(
+            got.as_ref(),
+            Some(&r.progress),
+            "{}/{}",
+            r.learner_id,
+            r.lesson_id
+        );
+    }
 }
 
 /// The value of one metric line (`name{labels} value`) in the registry's text.
